@@ -1,0 +1,271 @@
+"""Typed, frozen, validated configuration loaded from one TOML file.
+
+The file is found from ``--config PATH``, else ``$APPLIANCE_CONFIG``, else
+``/etc/appliance/appliance.toml``. Every key is optional and has the default shown in the packaged,
+commented ``appliance/data/appliance.toml``. A missing file, a TOML syntax error, an unknown key or a
+bad value is a :class:`~appliance.errors.ConfigError` naming the file and the key. Nothing is read at
+import time.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from appliance.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/appliance/appliance.toml")
+CONFIG_ENV = "APPLIANCE_CONFIG"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    default_hostname: str = "EMS"
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    state_dir: Path = Path("/var/lib/appliance")
+    history_file: Path | None = None
+    audit_log: Path | None = None
+    log_file: Path | None = None
+
+    @property
+    def history(self) -> Path:
+        return self.history_file or self.state_dir / "history"
+
+    @property
+    def audit(self) -> Path:
+        return self.audit_log or self.state_dir / "audit.log"
+
+    @property
+    def log(self) -> Path:
+        return self.log_file or self.state_dir / "shell.log"
+
+
+@dataclass(frozen=True)
+class ShellConfig:
+    idle_timeout_s: int = 900
+    prompt: str = "{hostname} $ "
+    history_size: int = 1000
+
+
+@dataclass(frozen=True)
+class HostnameConfig:
+    backend: str = "hostnamectl"
+    etc_root: Path = Path("/")
+    set_kernel: bool = True
+
+
+@dataclass(frozen=True)
+class ToolsConfig:
+    ping: Path = Path("/usr/bin/ping")
+    hostnamectl: Path = Path("/usr/bin/hostnamectl")
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    target: str = "auto"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration; ``source`` is the file it came from (None for built-in defaults)."""
+
+    node: NodeConfig = field(default_factory=NodeConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    shell: ShellConfig = field(default_factory=ShellConfig)
+    hostname: HostnameConfig = field(default_factory=HostnameConfig)
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    source: Path | None = None
+
+
+# --- validation -----------------------------------------------------------------------------------
+
+_Check = Callable[[Any], Any]
+
+
+def _int_range(lo: int, hi: int) -> _Check:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"must be a whole number from {lo} to {hi}")
+        if not lo <= value <= hi:
+            raise ValueError(f"must be from {lo} to {hi}, got {value}")
+        return value
+
+    return check
+
+
+def _choice(*allowed: str) -> _Check:
+    def check(value: Any) -> str:
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(repr(a) for a in allowed)}, got {value!r}")
+        return str(value)
+
+    return check
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
+def _prompt(value: Any) -> str:
+    text = _text(value)
+    try:
+        text.format(hostname="x")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError("may only use the placeholder {hostname}") from exc
+    return text
+
+
+class _PathCheck:
+    """Resolves a path against the config file's directory; optionally allows "" (meaning: default)."""
+
+    def __init__(self, base: Path, optional: bool = False, absolute: bool = False) -> None:
+        self.base, self.optional, self.absolute = base, optional, absolute
+
+    def __call__(self, value: Any) -> Path | None:
+        text = _text(value)
+        if not text:
+            if self.optional:
+                return None
+            raise ValueError("must not be empty")
+        path = Path(text)
+        if self.absolute and not path.is_absolute():
+            raise ValueError("must be an absolute path")
+        return path if path.is_absolute() else (self.base / path)
+
+
+def _checks(base: Path) -> dict[str, dict[str, _Check]]:
+    path, opt_path, exe = _PathCheck(base), _PathCheck(base, optional=True), _PathCheck(base, absolute=True)
+    return {
+        "node": {"default_hostname": _text},
+        "paths": {"state_dir": path, "history_file": opt_path, "audit_log": opt_path, "log_file": opt_path},
+        "shell": {
+            "idle_timeout_s": _int_range(0, 86400),
+            "prompt": _prompt,
+            "history_size": _int_range(1, 100000),
+        },
+        "hostname": {
+            "backend": _choice("hostnamectl", "etc", "file"),
+            "etc_root": path,
+            "set_kernel": _boolean,
+        },
+        "tools": {"ping": exe, "hostnamectl": exe},
+        "audit": {"target": _choice("auto", "syslog", "file")},
+    }
+
+
+_SECTION_TYPES: dict[str, type] = {
+    "node": NodeConfig,
+    "paths": PathsConfig,
+    "shell": ShellConfig,
+    "hostname": HostnameConfig,
+    "tools": ToolsConfig,
+    "audit": AuditConfig,
+}
+
+
+def parse_config(data: Mapping[str, Any], source: Path | None, base: Path) -> Config:
+    """Validate a parsed TOML mapping into a :class:`Config`.
+
+    :raises ConfigError: naming the file and the ``section.key`` at fault.
+    """
+    where = str(source) if source else "<built-in defaults>"
+    checks = _checks(base)
+    sections: dict[str, Any] = {}
+    for name, table in data.items():
+        if name not in checks:
+            raise ConfigError(
+                f"{where}: unknown section [{name}]",
+                hint=f"known sections: {', '.join(sorted(checks))}",
+            )
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: [{name}] must be a table")
+        values: dict[str, Any] = {}
+        for key, raw in table.items():
+            check = checks[name].get(key)
+            if check is None:
+                raise ConfigError(
+                    f"{where}: unknown key {name}.{key}",
+                    hint=f"keys of [{name}]: {', '.join(sorted(checks[name]))}",
+                )
+            try:
+                values[key] = check(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {name}.{key} {exc}") from None
+        sections[name] = _SECTION_TYPES[name](**values)
+    return Config(**sections, source=source)
+
+
+def config_path(explicit: str | None, environ: Mapping[str, str]) -> Path:
+    """Which file to read: ``--config``, then ``$APPLIANCE_CONFIG``, then the default path."""
+    if explicit:
+        return Path(explicit)
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV])
+    return DEFAULT_CONFIG_PATH
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate ``path``.
+
+    :raises ConfigError: the file is missing, unreadable, not valid TOML, or holds a bad value.
+    """
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: configuration file not found",
+            hint=f"create it (a commented default ships in the package) or point {CONFIG_ENV} at one",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read configuration file: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, source=path, base=path.parent.resolve())
+
+
+def default_config_text() -> str:
+    """The packaged, commented default configuration file."""
+    return (Path(__file__).parent / "data" / "appliance.toml").read_text(encoding="utf-8")
+
+
+def section_keys() -> dict[str, list[str]]:
+    """Every ``section -> keys``, for the test that keeps the packaged default file complete."""
+    return {name: [f.name for f in fields(cls)] for name, cls in _SECTION_TYPES.items()}
+
+
+def with_state_dir(config: Config, state_dir: Path) -> Config:
+    """A copy of ``config`` writing under ``state_dir`` (used by tests and sandboxes)."""
+    from dataclasses import replace
+
+    return replace(config, paths=replace(config.paths, state_dir=state_dir))
+
+
+def environ_user(environ: Mapping[str, str]) -> str:
+    """The login name for audit records (``$USER``/``$LOGNAME``, else the uid's name)."""
+    user = environ.get("USER") or environ.get("LOGNAME")
+    if user:
+        return user
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (KeyError, ImportError):
+        return str(os.getuid())
