@@ -1,0 +1,146 @@
+"""Reading and setting the node's hostname through the backend chosen in the config.
+
+* ``hostnamectl``: systemd's tool (static hostname); used on the appliance.
+* ``etc``: ``<root>/etc/hostname`` and the ``127.0.1.1`` line of ``<root>/etc/hosts``, plus the kernel
+  hostname; for hosts without systemd.
+* ``file``: a file in the state dir; sandboxes and tests, where the machine's name must not change.
+
+Names are validated by the caller (:func:`appliance.shell.types.check_single_label`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+from appliance.config import Config
+from appliance.errors import CommandFailed, PermissionDenied
+from appliance.proc import run_tool
+
+
+class HostnameBackend(Protocol):
+    def get(self) -> str: ...
+
+    def set(self, name: str) -> None: ...
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``text`` atomically (temp file in the same dir, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _read_first_line(path: Path) -> str | None:
+    try:
+        lines = path.read_text(encoding="utf-8").split()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return lines[0] if lines else None
+
+
+class FileBackend:
+    def __init__(self, state_dir: Path, default: str) -> None:
+        self.path = state_dir / "hostname"
+        self.default = default
+
+    def get(self) -> str:
+        return _read_first_line(self.path) or self.default
+
+    def set(self, name: str) -> None:
+        try:
+            write_atomic(self.path, name + "\n")
+        except PermissionError:
+            raise PermissionDenied(f"cannot write {self.path}: permission denied") from None
+
+
+class EtcBackend:
+    def __init__(self, root: Path, set_kernel: bool) -> None:
+        self.hostname_file = root / "etc" / "hostname"
+        self.hosts_file = root / "etc" / "hosts"
+        self.set_kernel = set_kernel
+
+    def get(self) -> str:
+        return _read_first_line(self.hostname_file) or socket.gethostname()
+
+    def set(self, name: str) -> None:
+        previous = socket.gethostname()
+        if self.set_kernel:
+            try:
+                socket.sethostname(name)
+            except PermissionError:
+                raise PermissionDenied(
+                    "cannot set the kernel hostname: permission denied",
+                    hint="the etc backend needs root (CAP_SYS_ADMIN); use the hostnamectl backend",
+                ) from None
+        try:
+            write_atomic(self.hostname_file, name + "\n")
+            write_atomic(self.hosts_file, hosts_with_name(self._read_hosts(), name))
+        except OSError as exc:
+            if self.set_kernel:
+                socket.sethostname(previous)  # keep kernel and files in step
+            where = exc.filename or self.hostname_file
+            raise CommandFailed(f"cannot write {where}: {exc.strerror}") from None
+
+    def _read_hosts(self) -> str:
+        try:
+            return self.hosts_file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return "127.0.0.1\tlocalhost\n"
+
+
+def hosts_with_name(hosts: str, name: str) -> str:
+    """``hosts`` with its ``127.0.1.1`` line naming ``name`` (Debian's convention), added if absent."""
+    lines = hosts.splitlines()
+    entry = f"127.0.1.1\t{name}"
+    for index, line in enumerate(lines):
+        fields = line.split("#", 1)[0].split()
+        if fields and fields[0] == "127.0.1.1":
+            lines[index] = entry
+            break
+    else:
+        at = next((i + 1 for i, line in enumerate(lines) if line.split()[:1] == ["127.0.0.1"]), len(lines))
+        lines.insert(at, entry)
+    return "\n".join(lines) + "\n"
+
+
+class HostnamectlBackend:
+    def __init__(self, tool: Path) -> None:
+        self.tool = tool
+
+    def get(self) -> str:
+        return socket.gethostname()
+
+    def set(self, name: str) -> None:
+        # --static only: the pretty name is left alone, and the transient name follows the static one.
+        run_tool(self.tool, ["set-hostname", "--static", "--", name], timeout_s=15)
+        run_tool(self.tool, ["set-hostname", "--transient", "--", name], timeout_s=15)
+
+
+def backend_for(config: Config) -> HostnameBackend:
+    choice = config.hostname.backend
+    if choice == "file":
+        return FileBackend(config.paths.state_dir, config.node.default_hostname)
+    if choice == "etc":
+        return EtcBackend(config.hostname.etc_root, config.hostname.set_kernel)
+    return HostnamectlBackend(config.tools.hostnamectl)

@@ -1,0 +1,133 @@
+"""``appliance-shell``: the login shell of the appliance user.
+
+Modes, all through one :class:`~appliance.shell.dispatch.Dispatcher`:
+
+* ``appliance-shell -c "COMMAND LINE"`` (how sshd runs ``ssh ems@vm 'ha get nodes'``), or
+  ``$SSH_ORIGINAL_COMMAND``: exactly one command; the exit status is the command's.
+* standard input is not a terminal: batch, one command per line, stop at the first failure.
+* otherwise: the interactive prompt_toolkit REPL.
+
+File transfer requests (sftp, scp, rsync) are refused silently with status 1: their clients would
+choke on text, and there is nothing to transfer to.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from appliance.errors import ApplianceError, ExitStatus, UsageError
+from appliance.shell.env import Env
+
+if TYPE_CHECKING:
+    from appliance.shell.dispatch import Dispatcher
+
+USAGE = """usage: appliance-shell [--config PATH] [-c COMMAND]
+
+The appliance's restricted shell.
+  -c COMMAND     run one command line and exit with its status
+  --config PATH  configuration file (default $APPLIANCE_CONFIG, else /etc/appliance/appliance.toml)
+  --help         show this help; inside the shell, 'help' lists the commands
+  --version      print the product version
+Without -c, commands are read from standard input (one per line) when it is not a terminal.
+"""
+
+# Programs an SSH client asks for when it wants a file transfer rather than a command.
+_TRANSFER = ("sftp-server", "internal-sftp", "scp", "rsync", "git-upload-pack", "git-receive-pack")
+
+
+def _is_transfer(command: str) -> bool:
+    first = command.strip().split(" ", 1)[0]
+    return first.rsplit("/", 1)[-1] in _TRANSFER
+
+
+def _parse_argv(argv: Sequence[str]) -> tuple[str | None, str | None]:
+    config: str | None = None
+    command: str | None = None
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg == "-c" and args:
+            command = args.pop(0)
+        elif arg == "--config" and args:
+            config = args.pop(0)
+        elif arg.startswith("--config="):
+            config = arg.split("=", 1)[1]
+        elif arg in ("-h", "--help"):
+            raise _Exit(USAGE, ExitStatus.OK, to_stdout=True)
+        elif arg == "--version":
+            from appliance import __version__
+
+            raise _Exit(f"appliance-shell {__version__}\n", ExitStatus.OK, to_stdout=True)
+        else:
+            raise _Exit(f"error: unexpected argument {arg!r}\n{USAGE}", ExitStatus.USAGE)
+    return config, command
+
+
+class _Exit(Exception):
+    def __init__(self, text: str, status: ExitStatus, to_stdout: bool = False) -> None:
+        self.text, self.status, self.to_stdout = text, status, to_stdout
+
+
+def run(argv: Sequence[str], env: Env) -> int:
+    """Run the shell with ``argv`` (without the program name) in ``env``; return the exit status."""
+    try:
+        config_arg, command = _parse_argv(argv)
+    except _Exit as stop:
+        (env.stdout if stop.to_stdout else env.stderr).write(stop.text)
+        return stop.status
+    if command is None and env.environ.get("SSH_ORIGINAL_COMMAND"):
+        command = env.environ["SSH_ORIGINAL_COMMAND"]
+    if command is not None and _is_transfer(command):
+        return ExitStatus.FAILED
+    from appliance.config import config_path, load_config
+    from appliance.shell.render import render_error
+
+    try:
+        config = load_config(config_path(config_arg, env.environ))
+    except ApplianceError as exc:
+        render_error(exc, env.stderr)
+        return ExitStatus.USAGE if isinstance(exc, UsageError) else ExitStatus.FAILED
+    from appliance.shell.context import Context
+    from appliance.shell.dispatch import Dispatcher
+    from commands import build_registry
+
+    registry = build_registry()
+    if command is not None:
+        ctx = Context(config, env, registry, interactive=False)
+        return Dispatcher(ctx, "command").run_line(command)
+    if not env.stdin_isatty:
+        ctx = Context(config, env, registry, interactive=False)
+        return run_batch(Dispatcher(ctx, "batch"))
+    from appliance.shell.repl import run_repl
+
+    return run_repl(Context(config, env, registry, interactive=True))
+
+
+def run_batch(dispatcher: Dispatcher) -> int:
+    """One command per line; blank lines and ``#`` comments skipped; stop at the first failure."""
+    for raw in dispatcher.ctx.env.stdin:
+        line = raw[:-1] if raw.endswith("\n") else raw
+        line = line[:-1] if line.endswith("\r") else line
+        status = dispatcher.run_line(line)
+        if status != ExitStatus.OK:
+            return status
+    return ExitStatus.OK
+
+
+def main() -> None:
+    env = Env()
+    try:
+        status = run(sys.argv[1:], env)
+        env.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`... | head`); exit quietly instead of printing a traceback.
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        status = ExitStatus.FAILED
+    except KeyboardInterrupt:
+        status = ExitStatus.INTERRUPTED
+    sys.exit(status)

@@ -1,0 +1,120 @@
+"""The one renderer: turns a handler's :class:`Result` into text (tabulate) or one JSON document.
+
+Errors are rendered here too, so every command's failure looks the same: ``error: ...`` and an
+optional ``hint: ...`` on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from datetime import date, datetime
+from enum import Enum
+from pathlib import Path
+from typing import IO, Any
+
+from appliance.errors import ApplianceError, ExitStatus
+from appliance.shell.result import Result, Stream, Table
+
+
+def json_key(label: str) -> str:
+    """``"Hardware ID"`` -> ``"hardware_id"``: JSON keys derived from the text labels."""
+    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    if isinstance(value, tuple | list):
+        return ",".join(_text(v) for v in value)
+    if isinstance(value, Enum):
+        return str(value.value)
+    return str(value)
+
+
+def to_json(result: Result) -> Any:
+    """The JSON document of a result."""
+    if result.data is not None:
+        return _plain(result.data)
+    doc: dict[str, Any] = {json_key(label): _plain(value) for label, value in result.fields}
+    for table in result.tables:
+        keys = [json_key(h) for h in table.headers]
+        doc[table.key] = [dict(zip(keys, (_plain(v) for v in row), strict=True)) for row in table.rows]
+    if result.message is not None and not doc:
+        doc["message"] = result.message
+    return doc
+
+
+def format_table(table: Table) -> str:
+    from tabulate import tabulate  # imported only when a table is printed: keeps start-up fast
+
+    rows = [[_text(v) for v in row] for row in table.rows]
+    return tabulate(rows, headers=list(table.headers), tablefmt="presto", disable_numparse=True)
+
+
+def format_fields(fields: Sequence[tuple[str, Any]]) -> str:
+    width = max(len(label) for label, _ in fields)
+    return "\n".join(f"{label.ljust(width)} : {_text(value)}" for label, value in fields)
+
+
+def render(result: Result, out: IO[str], *, as_json: bool = False) -> None:
+    """Print ``result`` on ``out``."""
+    if as_json:
+        out.write(json.dumps(to_json(result), indent=2, sort_keys=False) + "\n")
+        return
+    parts: list[str] = []
+    if result.message is not None:
+        parts.append(result.message)
+    if result.fields:
+        parts.append(format_fields(result.fields))
+    for table in result.tables:
+        body = format_table(table) if table.rows else "(none)"
+        parts.append(f"{table.title}\n{body}" if table.title else body)
+    if parts:
+        out.write("\n\n".join(parts) + "\n")
+
+
+def render_stream(stream: Stream, out: IO[str]) -> ExitStatus:
+    """Print each line as it comes; return the stream's status once it is exhausted."""
+    for line in stream.lines:
+        out.write(line + "\n")
+        out.flush()
+    return stream.status()
+
+
+def render_error(error: ApplianceError, err: IO[str]) -> None:
+    err.write(f"error: {error.message}\n")
+    if error.hint:
+        err.write(f"hint: {error.hint}\n")
+    err.flush()
+
+
+INTERNAL_ERROR = ApplianceError(
+    "internal error: the command failed unexpectedly (details are in the log)",
+    hint="retry; if it persists, report it with the time of the failure",
+)
+
+
+def exit_status_of(error: BaseException) -> ExitStatus:
+    if isinstance(error, ApplianceError):
+        return error.status
+    if isinstance(error, KeyboardInterrupt):
+        return ExitStatus.INTERRUPTED
+    return ExitStatus.FAILED

@@ -1,0 +1,217 @@
+"""Typed parameter values: each type turns one word of user text into a checked Python value.
+
+A type's ``parse`` raises :class:`ValueError` with a short reason ("must be from 1 to 100"); the parser
+wraps it into a :class:`~appliance.errors.UsageError` naming the parameter. Values that a wrapped
+program could read as an option (a leading ``-``) are refused by every address and name type, so no
+value can ever become an option of ``ping`` or any other tool.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# RFC 1123 label: letters, digits, hyphens; 1-63 characters; no hyphen at either end.
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+class ParamType:
+    """Base of parameter types. ``metavar`` is how help shows the value (``<HOST>``)."""
+
+    metavar = "<VALUE>"
+    secret = False
+
+    def parse(self, text: str) -> Any:
+        raise NotImplementedError
+
+    def choices(self) -> Sequence[str]:
+        """Values offered by Tab completion (only enums have any)."""
+        return ()
+
+    def describe(self) -> str:
+        """One line for the golden command table and help."""
+        return self.metavar
+
+
+@dataclass(frozen=True)
+class Text(ParamType):
+    """Free text of bounded length, printable characters only (control characters never get here)."""
+
+    metavar: str = "<TEXT>"
+    max_len: int = 255
+
+    def parse(self, text: str) -> str:
+        if not text:
+            raise ValueError("must not be empty")
+        if len(text) > self.max_len:
+            raise ValueError(f"must be at most {self.max_len} characters")
+        return text
+
+
+@dataclass(frozen=True)
+class Secret(ParamType):
+    """A secret value (password). Masked in history, audit and logs; never echoed."""
+
+    metavar: str = "<SECRET>"
+    secret: bool = True
+    max_len: int = 1024
+
+    def parse(self, text: str) -> str:
+        if not text:
+            raise ValueError("must not be empty")
+        if len(text) > self.max_len:
+            raise ValueError(f"must be at most {self.max_len} characters")
+        return text
+
+
+@dataclass(frozen=True)
+class Integer(ParamType):
+    lo: int
+    hi: int
+    metavar: str = "<N>"
+
+    def parse(self, text: str) -> int:
+        if not re.fullmatch(r"[0-9]{1,10}", text):
+            raise ValueError(f"must be a whole number from {self.lo} to {self.hi}")
+        value = int(text)
+        if not self.lo <= value <= self.hi:
+            raise ValueError(f"must be from {self.lo} to {self.hi}, got {value}")
+        return value
+
+    def describe(self) -> str:
+        return f"{self.metavar} ({self.lo}-{self.hi})"
+
+
+PORT = Integer(1, 65535, metavar="<PORT>")
+
+
+@dataclass(frozen=True)
+class Choice(ParamType):
+    values: tuple[str, ...]
+
+    @property
+    def metavar(self) -> str:  # type: ignore[override]
+        return "{" + "|".join(self.values) + "}"
+
+    def parse(self, text: str) -> str:
+        if text not in self.values:
+            raise ValueError(f"must be one of: {', '.join(self.values)}")
+        return text
+
+    def choices(self) -> Sequence[str]:
+        return self.values
+
+
+def check_hostname(text: str) -> str:
+    """A DNS host name (RFC 1123): dot-separated labels, at most 253 characters, not numeric-only."""
+    name = text[:-1] if text.endswith(".") else text
+    if not name or len(name) > 253:
+        raise ValueError("must be 1 to 253 characters")
+    labels = name.split(".")
+    for label in labels:
+        if not _LABEL.match(label):
+            raise ValueError(
+                "must be letters, digits and hyphens in dot-separated labels of 1-63 characters, "
+                "not starting or ending with a hyphen"
+            )
+    if labels[-1].isdigit():
+        # RFC 1123 2.1: a valid host name never has the dotted-decimal form; a bad IP lands here.
+        raise ValueError("is neither a valid IP address nor a host name")
+    return text
+
+
+def check_single_label(text: str) -> str:
+    """A single RFC 1123 label of 1-63 characters that is not all digits (an appliance hostname)."""
+    if not _LABEL.match(text):
+        raise ValueError(
+            "must be 1-63 letters, digits or hyphens, not starting or ending with a hyphen (no dots)"
+        )
+    if text.isdigit():
+        raise ValueError("must not be all digits")
+    if text.lower() == "localhost":
+        raise ValueError("must not be 'localhost'")
+    return text
+
+
+@dataclass(frozen=True)
+class IpAddress(ParamType):
+    metavar: str = "<IP>"
+
+    def parse(self, text: str) -> str:
+        try:
+            return str(ipaddress.ip_address(text))
+        except ValueError:
+            raise ValueError("must be an IPv4 or IPv6 address") from None
+
+
+@dataclass(frozen=True)
+class HostName(ParamType):
+    """A single-label hostname for this node."""
+
+    metavar: str = "<NAME>"
+
+    def parse(self, text: str) -> str:
+        return check_single_label(text)
+
+
+@dataclass(frozen=True)
+class Host(ParamType):
+    """An IPv4/IPv6 address or a DNS host name."""
+
+    metavar: str = "<HOST>"
+
+    def parse(self, text: str) -> str:
+        try:
+            return str(ipaddress.ip_address(text))
+        except ValueError:
+            pass
+        return check_hostname(text)
+
+
+@dataclass(frozen=True)
+class HostList(ParamType):
+    """One host or a comma-separated list of hosts (a primary/standby DB pair), no duplicates."""
+
+    metavar: str = "<HOST[,HOST...]>"
+    max_items: int = 8
+
+    def parse(self, text: str) -> tuple[str, ...]:
+        items = text.split(",")
+        if len(items) > self.max_items:
+            raise ValueError(f"may list at most {self.max_items} hosts")
+        hosts = tuple(Host().parse(item.strip()) for item in items)
+        if len(set(hosts)) != len(hosts):
+            raise ValueError("lists the same host twice")
+        return hosts
+
+
+@dataclass(frozen=True)
+class PortList(ParamType):
+    """One port or a comma-separated list of ports."""
+
+    metavar: str = "<PORT[,PORT...]>"
+    max_items: int = 8
+
+    def parse(self, text: str) -> tuple[int, ...]:
+        items = text.split(",")
+        if len(items) > self.max_items:
+            raise ValueError(f"may list at most {self.max_items} ports")
+        return tuple(PORT.parse(item.strip()) for item in items)
+
+
+@dataclass(frozen=True)
+class Identifier(ParamType):
+    """A safe identifier (database name, prefix): letters, digits, underscore; starts with a letter."""
+
+    metavar: str = "<NAME>"
+    max_len: int = 63
+
+    def parse(self, text: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text) or len(text) > self.max_len:
+            raise ValueError(
+                f"must be 1-{self.max_len} letters, digits or underscores, starting with a letter"
+            )
+        return text

@@ -1,0 +1,69 @@
+"""``system``: the node's own settings and status."""
+
+from __future__ import annotations
+
+from appliance import __version__
+from appliance.hostname import backend_for
+from appliance.identity import format_duration, hardware_id, uptime_s
+from appliance.shell.context import Context
+from appliance.shell.result import Result
+from appliance.shell.spec import Args, CommandSpec, Param
+from appliance.shell.types import HostName
+
+
+def get_hostname(ctx: Context, args: Args) -> Result:
+    name = backend_for(ctx.config).get()
+    return Result(message=name, data={"hostname": name})
+
+
+def set_hostname(ctx: Context, args: Args) -> Result:
+    backend = backend_for(ctx.config)
+    old, new = backend.get(), args["name"]
+    backend.set(new)
+    return Result(message=f"Hostname changed from {old} to {new}.", data={"hostname": new, "previous": old})
+
+
+def get_status(ctx: Context, args: Args) -> Result:
+    uptime = uptime_s()
+    hostname = backend_for(ctx.config).get()
+    hw_id = hardware_id(ctx.config.paths.state_dir)
+    return Result(
+        fields=(
+            ("Version", __version__),
+            ("Hostname", hostname),
+            ("Hardware ID", hw_id),
+            ("Uptime", format_duration(uptime) if uptime is not None else None),
+        ),
+        data={
+            "version": __version__,
+            "hostname": hostname,
+            "hardware_id": hw_id,
+            "uptime_s": int(uptime) if uptime is not None else None,
+        },
+    )
+
+
+GROUPS = {
+    "system": "this node's settings and status",
+    "system get": "show a setting or the status",
+    "system set": "change a setting",
+}
+
+COMMANDS: tuple[CommandSpec, ...] = (
+    CommandSpec(("system", "get", "hostname"), "show this node's hostname", get_hostname),
+    CommandSpec(
+        ("system", "set", "hostname"),
+        "change this node's hostname (the prompt follows at once)",
+        set_hostname,
+        params=(Param("name", "the new hostname", HostName(), flag=False, required=True),),
+        changes_state=True,
+        confirm=True,
+        detail="The name is one RFC 1123 label: 1-63 letters, digits or hyphens, not starting or\n"
+        "ending with a hyphen, not all digits. Example: system set hostname EMS-1",
+    ),
+    CommandSpec(
+        ("system", "get", "status"),
+        "show version, hostname, hardware id and uptime",
+        get_status,
+    ),
+)
