@@ -7,23 +7,25 @@ code takes a :class:`Clock`, and tests pass a :class:`FakeClock` they advance by
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 
 
-class Clock(Protocol):
+class Clock(ABC):
+    @abstractmethod
     def now(self) -> datetime:
         """Wall-clock time, timezone-aware UTC (for records shown to people; never for intervals)."""
-        ...
 
+    @abstractmethod
     def monotonic(self) -> float:
         """Seconds on a clock that never jumps (for timeouts, durations and leases' local windows)."""
-        ...
 
-    def sleep(self, seconds: float) -> None: ...
+    @abstractmethod
+    def sleep(self, seconds: float) -> None:
+        """Wait; a fake clock just advances."""
 
 
-class SystemClock:
+class SystemClock(Clock):
     def now(self) -> datetime:
         return datetime.now(UTC)
 
@@ -34,7 +36,7 @@ class SystemClock:
         time.sleep(seconds)
 
 
-class FakeClock:
+class FakeClock(Clock):
     """A clock that moves only when told to; ``sleep`` advances it."""
 
     def __init__(self, start: datetime | None = None, monotonic: float = 1000.0) -> None:

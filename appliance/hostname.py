@@ -12,23 +12,28 @@ from __future__ import annotations
 
 import os
 import socket
-import tempfile
+from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Protocol
 
 from appliance.config import Config
 from appliance.errors import CommandFailed, PermissionDenied
 from appliance.proc import run_tool
 
 
-class HostnameBackend(Protocol):
-    def get(self) -> str: ...
+class HostnameBackend(ABC):
+    @abstractmethod
+    def get(self) -> str:
+        """The current hostname."""
 
-    def set(self, name: str) -> None: ...
+    @abstractmethod
+    def set(self, name: str) -> None:
+        """Apply ``name`` (already validated)."""
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     """Replace ``path`` with ``text`` atomically (temp file in the same dir, fsync, rename)."""
+    import tempfile
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -59,7 +64,7 @@ def _read_first_line(path: Path) -> str | None:
     return lines[0] if lines else None
 
 
-class FileBackend:
+class FileBackend(HostnameBackend):
     def __init__(self, state_dir: Path, default: str) -> None:
         self.path = state_dir / "hostname"
         self.default = default
@@ -74,7 +79,7 @@ class FileBackend:
             raise PermissionDenied(f"cannot write {self.path}: permission denied") from None
 
 
-class EtcBackend:
+class EtcBackend(HostnameBackend):
     def __init__(self, root: Path, set_kernel: bool) -> None:
         self.hostname_file = root / "etc" / "hostname"
         self.hosts_file = root / "etc" / "hosts"
@@ -124,7 +129,7 @@ def hosts_with_name(hosts: str, name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-class HostnamectlBackend:
+class HostnamectlBackend(HostnameBackend):
     def __init__(self, tool: Path) -> None:
         self.tool = tool
 

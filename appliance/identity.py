@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 # Sources of a stable machine identity, best first: the VM's SMBIOS UUID survives a reinstall of
@@ -28,6 +27,8 @@ def hardware_id(state_dir: Path, sources: tuple[Path, ...] = _ID_SOURCES) -> str
         except (OSError, UnicodeDecodeError):
             continue
         if raw:
+            import hashlib
+
             return "HW-" + hashlib.sha256(raw.encode()).hexdigest()[:16].upper()
     return "unknown"
 

@@ -8,7 +8,6 @@ a flag the command table marks secret, a flag whose name looks like one (``pass`
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Collection
 
@@ -30,6 +29,8 @@ def _flag_of(word: str) -> str | None:
 def is_secret_flag(name: str, secret_flags: Collection[str], all_flags: Collection[str] = ()) -> bool:
     if name in secret_flags or _SECRETISH.search(name):
         return True
+    import difflib
+
     near = difflib.get_close_matches(name, list(all_flags), n=1, cutoff=0.6)
     return bool(near) and near[0] in secret_flags
 
@@ -52,7 +53,9 @@ def mask_line(line: str, secret_flags: Collection[str], all_flags: Collection[st
             eq = word.find("=")
             if eq >= 0:
                 replace.append((start + eq + 1, end, MASK))
-            elif i + 1 < len(spans) and _flag_of(spans[i + 1][2]) is None:
+            # The parser takes the next word as a known flag's value even if it starts with "--";
+            # for a flag it does not know, only a word that does not look like a flag is masked.
+            elif i + 1 < len(spans) and (name in secret_flags or _flag_of(spans[i + 1][2]) is None):
                 replace.append((spans[i + 1][0], spans[i + 1][1], MASK))
                 i += 1
         i += 1

@@ -7,7 +7,6 @@ absolute path from the configuration, and children get a fixed, minimal environm
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +32,8 @@ def run_tool(tool: Path, args: Sequence[str], *, timeout_s: float) -> str:
 
     :raises CommandFailed: it exited non-zero (first line of its stderr in the message) or timed out.
     """
+    import subprocess  # only when a program actually runs: keeps the shell's start-up fast
+
     argv = tool_argv(tool, args)
     try:
         done = subprocess.run(

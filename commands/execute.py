@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import queue
-import signal
-import subprocess
-import threading
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from appliance.errors import ExitStatus
 from appliance.proc import CHILD_ENV, tool_argv
@@ -15,12 +12,18 @@ from appliance.shell.result import Stream
 from appliance.shell.spec import Args, CommandSpec, Param
 from appliance.shell.types import Host, Integer
 
+if TYPE_CHECKING:
+    import subprocess
+
 # Grace for ping to print its summary after SIGINT, and slack on top of its own worst case.
 _SUMMARY_WAIT_S = 3.0
 _SLACK_S = 5.0
 
 
 def ping(ctx: Context, args: Args) -> Stream:
+    import subprocess  # imported here: the module table loads on every start, ping rarely runs
+    import threading
+
     host, count, timeout = args["host"], args["count"], args["timeout"]
     # -n: numeric output; -c/-W: our bounded values; "--": the host can never be read as an option
     # (it is validated as an address or RFC 1123 name before it gets here anyway).
@@ -60,6 +63,10 @@ def _lines_of(proc: subprocess.Popen[str]) -> Iterator[str]:
     can drop the chunk being read (here: ping's summary), while one landing in a queue wait loses
     nothing.
     """
+    import queue
+    import signal
+    import threading
+
     out: queue.Queue[str | None] = queue.Queue()
 
     def pump() -> None:

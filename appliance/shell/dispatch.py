@@ -8,7 +8,6 @@ record written with secrets masked.
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
@@ -20,8 +19,6 @@ from appliance.shell.parse import Invocation, parse_words
 from appliance.shell.render import INTERNAL_ERROR, render, render_error, render_stream
 from appliance.shell.result import Stream
 from appliance.shell.tokenize import is_comment, split_words
-
-logger = logging.getLogger(__name__)
 
 CONFIRM_QUESTION = "Do you want to continue? (y/n) "
 
@@ -153,7 +150,9 @@ class Dispatcher:
         for secret in self._secrets_seen:
             text = text.replace(secret, MASK)
         _ensure_log(self.ctx)
-        logger.error("internal error running %r:\n%s", self.mask(line), text)
+        import logging
+
+        logging.getLogger(__name__).error("internal error running %r:\n%s", self.mask(line), text)
 
 
 def _user(environ: Any) -> str:
@@ -164,6 +163,8 @@ def _user(environ: Any) -> str:
 
 def _ensure_log(ctx: Context) -> None:
     """Attach the diagnostic log file (0600) the first time something needs logging."""
+    import logging  # not at import time: most commands never log, and start-up must stay fast
+
     root = logging.getLogger()
     if any(getattr(h, "_appliance", False) for h in root.handlers):
         return

@@ -48,7 +48,9 @@ def _param_candidates(spec: CommandSpec, after: list[Word]) -> list[Candidate]:
     positionals = spec.positionals()
     if positional_count < len(positionals):
         param = positionals[positional_count]
-        found.append(Candidate(param.type.metavar, param.help))  # type: ignore[union-attr]
+        assert param.type is not None
+        choices = param.type.choices()
+        found.extend([Candidate(c, param.help) for c in choices] or [Candidate(param.type.metavar, param.help)])
     for param in spec.flags().values():
         if param.name not in given:
             found.append(Candidate(param.option, _flag_meta(param)))

@@ -7,7 +7,6 @@ never a prefix (``--db_h`` is an error). Unknown words and flags get the nearest
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +23,8 @@ class Invocation:
 
 def suggest(word: str, candidates: list[str]) -> str | None:
     """The nearest candidate to a misspelt word, if one is close enough."""
+    import difflib
+
     close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
     return close[0] if close else None
 

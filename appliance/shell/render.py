@@ -6,7 +6,6 @@ optional ``hint: ...`` on stderr.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from datetime import date, datetime
@@ -77,6 +76,8 @@ def format_fields(fields: Sequence[tuple[str, Any]]) -> str:
 def render(result: Result, out: IO[str], *, as_json: bool = False) -> None:
     """Print ``result`` on ``out``."""
     if as_json:
+        import json
+
         out.write(json.dumps(to_json(result), indent=2, sort_keys=False) + "\n")
         return
     parts: list[str] = []

@@ -8,7 +8,6 @@ value can ever become an option of ``ping`` or any other tool.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -141,6 +140,8 @@ class IpAddress(ParamType):
     metavar: str = "<IP>"
 
     def parse(self, text: str) -> str:
+        import ipaddress
+
         try:
             return str(ipaddress.ip_address(text))
         except ValueError:
@@ -164,6 +165,8 @@ class Host(ParamType):
     metavar: str = "<HOST>"
 
     def parse(self, text: str) -> str:
+        import ipaddress
+
         try:
             return str(ipaddress.ip_address(text))
         except ValueError:

@@ -1,0 +1,40 @@
+"""The golden command table: adding, removing or renaming a command shows up here as a diff.
+
+To accept an intended change: `.venv/bin/python -m tests.unit.test_command_table` rewrites the file.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from appliance.shell.reference import command_table
+from commands import build_registry
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = ROOT / "tests" / "fixtures" / "command_table.txt"
+
+
+def test_command_table_matches_golden_file():
+    assert command_table(build_registry()) == GOLDEN.read_text()
+
+
+def test_every_state_changing_command_confirms():
+    for spec in build_registry().specs:
+        if spec.changes_state:
+            assert spec.confirm, f"{spec.name} changes state but does not confirm"
+
+
+def test_every_param_has_help():
+    for spec in build_registry().specs:
+        for param in spec.all_params:
+            assert param.help, f"{spec.name} {param.name} has no help"
+
+
+def test_readme_reference_is_up_to_date():
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_reference.py"), "--check"],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+if __name__ == "__main__":
+    GOLDEN.write_text(command_table(build_registry()))

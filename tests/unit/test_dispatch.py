@@ -1,0 +1,149 @@
+import io
+import json
+import logging
+
+import pytest
+
+from appliance.clock import FakeClock
+from appliance.config import Config, with_state_dir
+from appliance.errors import ExitStatus
+from appliance.shell.context import Context
+from appliance.shell.dispatch import CONFIRM_QUESTION, Dispatcher
+from appliance.shell.env import Env
+from appliance.shell.result import Result
+from appliance.shell.spec import CommandSpec, Param, Registry
+from appliance.shell.types import Secret
+from tests.unit.fakes import SPECS
+
+SECRET = "hunter2 'x'=ü"
+calls: list[dict] = []
+
+
+def record(ctx, args):
+    calls.append(dict(args))
+    return Result(message="done")
+
+
+def crash(ctx, args):
+    raise RuntimeError(f"boom with {args['db_pass']}")
+
+
+def interrupted(ctx, args):
+    raise KeyboardInterrupt
+
+
+REG = Registry([
+    *SPECS,
+    CommandSpec(("do",), "change", record, params=(Param("db_pass", "pw", Secret(), ask=True),),
+                changes_state=True, confirm=True),
+    CommandSpec(("crash",), "bug", crash, params=(Param("db_pass", "pw", Secret()),)),
+    CommandSpec(("slow",), "interrupted", interrupted),
+])
+
+
+@pytest.fixture
+def make(tmp_path):
+    def build(stdin: str = "", tty: bool = False, mode: str = "command"):
+        env = Env(stdin=io.StringIO(stdin), stdout=io.StringIO(), stderr=io.StringIO(), environ={"USER": "ems"},
+                  clock=FakeClock(), stdin_isatty=tty, stdout_isatty=tty, getpass=lambda prompt: SECRET)
+        config = with_state_dir(Config(), tmp_path)
+        config = type(config)(**{**config.__dict__, "audit": type(config.audit)(target="file")})
+        calls.clear()
+        return Dispatcher(Context(config, env, REG, interactive=mode == "interactive"), mode), env
+    return build
+
+
+def audit_records(tmp_path):
+    return [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
+
+
+def test_confirmation_yes_runs_the_command(make):
+    d, env = make(stdin="y\n", tty=True)
+    assert d.run_line("do --db_pass x") == ExitStatus.OK
+    assert CONFIRM_QUESTION in env.stdout.getvalue() and calls == [{"db_pass": "x", "yes": False}]
+
+
+@pytest.mark.parametrize("answer", ["n\n", "\n", "maybe\n", ""])
+def test_confirmation_anything_but_yes_refuses(make, answer):
+    d, env = make(stdin=answer, tty=True)
+    assert d.run_line("do --db_pass x") == ExitStatus.NOT_CONFIRMED
+    assert calls == [] and "nothing was changed" in env.stderr.getvalue()
+
+
+def test_no_terminal_and_no_yes_refuses_without_reading_stdin(make):
+    d, env = make(stdin="y\n", tty=False)
+    assert d.run_line("do --db_pass x") == ExitStatus.NOT_CONFIRMED
+    assert calls == [] and env.stdin.read() == "y\n"
+    assert "hint: add --yes" in env.stderr.getvalue()
+
+
+def test_yes_skips_the_question(make):
+    d, env = make(tty=True)
+    assert d.run_line("do --db_pass x --yes") == ExitStatus.OK
+    assert CONFIRM_QUESTION not in env.stdout.getvalue()
+
+
+def test_missing_secret_is_asked_for_on_a_terminal(make, tmp_path):
+    d, env = make(tty=True)
+    assert d.run_line("do --yes") == ExitStatus.OK
+    assert calls[0]["db_pass"] == SECRET
+
+
+def test_missing_secret_without_terminal_is_a_usage_error(make):
+    d, env = make(tty=False)
+    assert d.run_line("do --yes") == ExitStatus.USAGE
+    assert "--db_pass - " in env.stderr.getvalue()
+
+
+def test_dash_reads_the_secret_from_stdin(make):
+    d, env = make(stdin=SECRET + "\n", tty=False)
+    assert d.run_line("do --db_pass - --yes") == ExitStatus.OK
+    assert calls[0]["db_pass"] == SECRET
+
+
+def test_dash_in_batch_mode_is_refused(make):
+    d, env = make(stdin="other command\n", mode="batch")
+    assert d.run_line("do --db_pass - --yes") == ExitStatus.USAGE
+
+
+def test_audit_record_is_masked_and_complete(make, tmp_path):
+    d, env = make(tty=False)
+    d.run_line(f"do --db_pass '{SECRET.replace(chr(39), '')}' --yes")
+    d.run_line("nonsense --db_pass hunter2")
+    first, second = audit_records(tmp_path)
+    assert first["line"] == "do --db_pass ******** --yes" and first["accepted"] and first["status"] == 0
+    assert first["user"] == "ems" and first["mode"] == "command" and "duration_ms" in first
+    assert second["accepted"] is False and second["status"] == 2
+    assert "hunter2" not in (tmp_path / "audit.log").read_text()
+
+
+def test_internal_error_is_one_line_and_the_log_has_no_secret(make, tmp_path):
+    d, env = make()
+    try:
+        assert d.run_line("crash --db_pass hunter2") == ExitStatus.FAILED
+    finally:
+        for handler in list(logging.getLogger().handlers):
+            if getattr(handler, "_appliance", False):
+                handler.close()
+                logging.getLogger().removeHandler(handler)
+    assert env.stderr.getvalue().startswith("error: internal error")
+    assert "Traceback" not in env.stderr.getvalue()
+    log = (tmp_path / "shell.log").read_text()
+    assert "RuntimeError" in log and "hunter2" not in log and "********" in log
+
+
+def test_keyboard_interrupt_is_status_130(make):
+    d, env = make()
+    assert d.run_line("slow") == ExitStatus.INTERRUPTED
+
+
+def test_json_output(make):
+    d, env = make()
+    assert d.run_line("ha get nodes --json") == ExitStatus.OK
+    assert json.loads(env.stdout.getvalue())["nodes"][1] == {"name": "EMS-2", "role": "standby"}
+
+
+def test_blank_and_comment_lines_do_nothing_and_are_not_audited(make, tmp_path):
+    d, env = make()
+    assert d.run_line("   ") == ExitStatus.OK and d.run_line("# hi") == ExitStatus.OK
+    assert not (tmp_path / "audit.log").exists()

@@ -1,0 +1,56 @@
+from appliance.shell.help import candidates, command_help, completions, context_help, help_text
+from tests.unit.fakes import registry
+
+
+def texts(line: str) -> list[str]:
+    return [c.text for c in completions(registry(), line)[0]]
+
+
+def test_top_level_completion():
+    assert texts("") == ["ha", "redirect"]
+    assert texts("h") == ["ha"]
+    assert texts("ha ") == ["get", "set"]
+    assert texts("ha g") == ["get"]
+
+
+def test_flag_completion_in_both_spellings_and_without_repeats():
+    assert texts("redirect --db") == ["--db_host", "--db_port", "--db_pass"]
+    assert texts("redirect --db-h") == ["--db_host"]
+    assert "--db_host" not in texts("redirect --db_host h ")
+    assert texts("redirect --is") == ["--is_primary_node", "--is_secondary_node"]
+
+
+def test_choice_values_complete_after_their_flag_and_positionally():
+    assert texts("ha set mode ") == ["auto", "manual", "--yes"]
+    assert texts("ha set mode m") == ["manual"]
+    found, _ = candidates(registry(), "redirect --db_host h --db_port ")
+    assert [c.text for c in found] == ["<PORT[,PORT...]>"]  # shown by ?, never inserted by Tab
+    assert texts("redirect --db_host h --db_port ") == []
+
+
+def test_unknown_word_stops_completion():
+    assert texts("nope ") == []
+
+
+def test_context_help_lists_what_may_come_next_with_summaries():
+    text = context_help(registry(), "ha ")
+    assert "get" in text and "show HA state" in text and "set" in text
+
+
+def test_context_help_shows_enter_when_command_is_complete():
+    assert "<Enter>" in context_help(registry(), "ha get nodes ")
+    assert "<Enter>" not in context_help(registry(), "redirect --db_host h ")
+    assert "<Enter>" in context_help(registry(), "redirect --db_host h --is_primary_node ")
+
+
+def test_context_help_on_nonsense():
+    assert "no match" in context_help(registry(), "zzz ")
+
+
+def test_help_lists_all_commands_and_details_one():
+    text = help_text(registry())
+    assert "ha get nodes" in text and "redirect" in text
+    detail = command_help(registry().find(("redirect",)).command)
+    assert "usage: redirect --db_host" in detail and "exactly one of: --is_primary_node" in detail
+    assert "Do you want to continue? (y/n)" in detail
+    assert "ha set mode" in help_text(registry(), ("ha",)) and "ha get nodes" in help_text(registry(), ("ha",))

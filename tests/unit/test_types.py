@@ -1,0 +1,91 @@
+import pytest
+
+from appliance.shell.types import (
+    PORT,
+    Choice,
+    Host,
+    HostList,
+    HostName,
+    Identifier,
+    Integer,
+    IpAddress,
+    PortList,
+    Secret,
+)
+
+
+@pytest.mark.parametrize("text", ["10.0.0.1", "::1", "fe80::1", "2001:db8::2"])
+def test_ip_addresses(text):
+    assert IpAddress().parse(text) == text
+
+
+@pytest.mark.parametrize("text", ["10.0.0.256", "1.2.3", "-1.2.3.4", "host", ""])
+def test_bad_ip_addresses(text):
+    with pytest.raises(ValueError):
+        IpAddress().parse(text)
+
+
+@pytest.mark.parametrize("text", ["db1", "db-1.example.com", "1db.example", "EMS-1", "a" * 63, "x.y."])
+def test_host_names(text):
+    assert Host().parse(text) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["-f", "--help", "a_b", "a..b", "-a.b", "a-.b", "a" * 64, "1.2.3.999", "999", "a b", "", "é.com", "a/b"],
+)
+def test_bad_hosts(text):
+    with pytest.raises(ValueError):
+        Host().parse(text)
+
+
+@pytest.mark.parametrize("text", ["EMS-1", "node2", "a", "9lives", "x" * 63])
+def test_single_label_hostnames(text):
+    assert HostName().parse(text) == text
+
+
+@pytest.mark.parametrize("text", ["-ems", "ems-", "ems.local", "12345", "x" * 64, "localhost", "a_b", ""])
+def test_bad_single_label_hostnames(text):
+    with pytest.raises(ValueError):
+        HostName().parse(text)
+
+
+def test_integer_bounds_and_format():
+    count = Integer(1, 100)
+    assert count.parse("1") == 1 and count.parse("100") == 100
+    for bad in ("0", "101", "-1", "1e3", "0x10", " 5", "5.0", "", "99999999999"):
+        with pytest.raises(ValueError):
+            count.parse(bad)
+
+
+def test_ports():
+    assert PORT.parse("5432") == 5432
+    for bad in ("0", "65536", "http"):
+        with pytest.raises(ValueError):
+            PORT.parse(bad)
+    assert PortList().parse("5432,5433") == (5432, 5433)
+
+
+def test_host_list():
+    assert HostList().parse("10.0.0.1,db2") == ("10.0.0.1", "db2")
+    for bad in ("10.0.0.1,,db2", "a,a", "-x", ",".join(["h"] * 9)):
+        with pytest.raises(ValueError):
+            HostList().parse(bad)
+
+
+def test_choice_and_identifier_and_secret():
+    assert Choice(("a", "b")).parse("a") == "a"
+    assert Choice(("a", "b")).choices() == ("a", "b")
+    with pytest.raises(ValueError):
+        Choice(("a", "b")).parse("c")
+    assert Identifier().parse("ems_db") == "ems_db"
+    for bad in ("1db", "a-b", "a;drop", ""):
+        with pytest.raises(ValueError):
+            Identifier().parse(bad)
+    assert Secret().secret and Secret().parse("p w='\"ü") == "p w='\"ü"
+
+
+def test_error_messages_never_echo_the_value():
+    with pytest.raises(ValueError) as info:
+        Secret(max_len=3).parse("hunter2")
+    assert "hunter2" not in str(info.value)
