@@ -11,11 +11,14 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# Readers open directories with O_PATH: it needs only search (x) permission, so a service can
+# reach its own file through the 0711 directories, and it is enough for *at() calls and fstat.
+# Writers (fsync, fchmod, listing) need a real descriptor, which needs read permission.
+_PATH_DIR_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a FIFO planted in place of a file must not hang the reader; fstat rejects it.
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -24,9 +27,13 @@ _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOE
 SYMLINK_ERRNOS = frozenset({errno.ELOOP, errno.ENOTDIR})
 
 
-def open_dir(path: str, *, dir_fd: int | None = None) -> int:
-    """Open a directory without following a symlink in its last component."""
-    return os.open(path, _DIR_FLAGS, dir_fd=dir_fd)
+def open_dir(path: str, *, dir_fd: int | None = None, readable: bool = False) -> int:
+    """Open a directory without following a symlink in its last component.
+
+    ``readable=False`` gives an O_PATH descriptor (lookups and fstat only); ``readable=True`` one
+    that can also be listed, fsynced and fchmodded.
+    """
+    return os.open(path, _READ_DIR_FLAGS if readable else _PATH_DIR_FLAGS, dir_fd=dir_fd)
 
 
 def open_for_read(name: str, *, dir_fd: int) -> int:
@@ -113,10 +120,6 @@ def fsync_quietly(fd: int) -> None:
         os.fsync(fd)
     except OSError:
         pass
-
-
-def is_plain_dir(st: os.stat_result) -> bool:
-    return stat.S_ISDIR(st.st_mode)
 
 
 @contextmanager

@@ -149,6 +149,7 @@ class InvalidCredentialError(CredentialError, UsageError):
     """The caller passed an invalid name, payload or group: nothing was written."""
 
     kind = CredentialErrorKind.INVALID_INPUT
+    default_hint = "nothing was written; correct the input and try again"
 
 
 class CredentialWriteError(CredentialError):

@@ -129,8 +129,7 @@ def parse(data: bytes, *, name: str | None, path: str | None) -> Sealed:
         raise corrupt("header has no format version")
     if version != FORMAT_VERSION:
         raise UnsupportedFormatError(
-            f"format version {safe_token(version)} is not supported (this software reads version "
-            f"{FORMAT_VERSION})",
+            f"format version {safe_token(version)} is not supported (this software reads version {FORMAT_VERSION})",
             name=name,
             path=path,
         )
@@ -159,9 +158,7 @@ def parse(data: bytes, *, name: str | None, path: str | None) -> Sealed:
     body = _b64(body_line)
     if body is None or len(body) < TAG_SIZE:
         raise corrupt("encrypted body is malformed or truncated")
-    header = Header(
-        version=version, key_id=kid, name=cname, set_id=set_id, created=created, salt=salt, nonce=nonce
-    )
+    header = Header(version=version, key_id=kid, name=cname, set_id=set_id, created=created, salt=salt, nonce=nonce)
     return Sealed(header=header, aad=MAGIC + header_line + b"\n", body=body)
 
 

@@ -104,11 +104,16 @@ class Keyring:
     :param directory: the keyring directory (created by :meth:`create` if missing; its parent must exist).
     :param expected_uid: the owner every key file and the directory must have (default: the euid).
     :param group_gid: if set, new key files are 0640 and the directory 0750 with this group, so that
-        services running as other users in that group can decrypt their own credential files.
+        services running as other users in that group can decrypt their own credential files (the
+        directory's group and mode are set when :meth:`create` or :meth:`add` creates it).
     """
 
     def __init__(
-        self, directory: str | os.PathLike[str], *, expected_uid: int | None = None, group_gid: int | None = None
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        expected_uid: int | None = None,
+        group_gid: int | None = None,
     ) -> None:
         self._dir = os.path.abspath(os.fspath(directory))
         self._uid = os.geteuid() if expected_uid is None else expected_uid
@@ -127,7 +132,7 @@ class Keyring:
 
     def load_current(self) -> MasterKey:
         """The key new files are encrypted with; :class:`CredentialMissing` if none was created."""
-        with self._open_dir(create=False) as dir_fd:
+        with self._open_dir() as dir_fd:
             kid = self._current_id(dir_fd)
             if kid is None:
                 raise CredentialMissing(
@@ -147,7 +152,7 @@ class Keyring:
         if not KEY_ID_PATTERN.fullmatch(key_id):
             raise UnknownKeyError("malformed key id", name=credential, path=self._dir)
         try:
-            with self._open_dir(create=False) as dir_fd:
+            with self._open_dir() as dir_fd:
                 return self._load(dir_fd, key_id, credential=credential)
         except CredentialMissing:
             raise UnknownKeyError(
@@ -156,7 +161,7 @@ class Keyring:
 
     def key_ids(self) -> list[str]:
         """Ids of all keys present (current first, then sorted)."""
-        with self._open_dir(create=False) as dir_fd:
+        with self._open_dir(write=True) as dir_fd:
             current = self._current_id(dir_fd)
             found = sorted(m.group(1) for n in os.listdir(dir_fd) if (m := _KEY_FILE.fullmatch(n)))
         return sorted(found, key=lambda kid: kid != current)
@@ -187,7 +192,7 @@ class Keyring:
 
     def set_current(self, key_id: str) -> None:
         """Make the (existing, intact) key ``key_id`` the current one, atomically."""
-        with self._open_dir(create=False) as dir_fd, self._locked(dir_fd):
+        with self._open_dir(write=True) as dir_fd, self._locked(dir_fd):
             self._load(dir_fd, key_id, credential=None)
             self._set_current(dir_fd, key_id)
 
@@ -195,11 +200,9 @@ class Keyring:
         """Delete key ``key_id``. Refuses the current key. Deleting an absent key is a no-op."""
         if not KEY_ID_PATTERN.fullmatch(key_id):
             raise InvalidCredentialError("malformed key id")
-        with self._open_dir(create=False) as dir_fd, self._locked(dir_fd):
+        with self._open_dir(write=True) as dir_fd, self._locked(dir_fd):
             if self._current_id(dir_fd) == key_id:
-                raise InvalidCredentialError(
-                    f"key {key_id} is the current key and cannot be retired", path=self._dir
-                )
+                raise InvalidCredentialError(f"key {key_id} is the current key and cannot be retired", path=self._dir)
             try:
                 os.unlink(f"{key_id}.key", dir_fd=dir_fd)
             except FileNotFoundError:
@@ -217,7 +220,8 @@ class Keyring:
         return os.path.join(self._dir, name)
 
     @contextmanager
-    def _open_dir(self, *, create: bool) -> Iterator[int]:
+    def _open_dir(self, *, create: bool = False, write: bool = False) -> Iterator[int]:
+        """Open and check the keyring directory; ``write`` for a descriptor that can fsync and list."""
         if create:
             try:
                 os.mkdir(self._dir, 0o700)
@@ -230,7 +234,7 @@ class Keyring:
             else:
                 self._init_dir()
         try:
-            fd = _fs.open_dir(self._dir)
+            fd = _fs.open_dir(self._dir, readable=create or write)
         except FileNotFoundError:
             raise CredentialMissing(
                 "the keyring directory does not exist",
@@ -241,6 +245,10 @@ class Keyring:
             if exc.errno in _fs.SYMLINK_ERRNOS:
                 raise CredentialPermissionError(
                     "the keyring path is a symlink or not a directory", path=self._dir
+                ) from None
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                raise CredentialPermissionError(
+                    "the keyring directory cannot be opened: permission denied", path=self._dir
                 ) from None
             raise CredentialIOError(f"cannot open the keyring: {exc.strerror}", path=self._dir) from exc
         with _fs.closing_fd(fd):
@@ -262,7 +270,7 @@ class Keyring:
         # exposes nothing yet.
         if self._gid is None:
             return
-        fd = _fs.open_dir(self._dir)
+        fd = _fs.open_dir(self._dir, readable=True)
         with _fs.closing_fd(fd):
             os.fchown(fd, -1, self._gid)
             os.fchmod(fd, 0o750)
@@ -289,9 +297,7 @@ class Keyring:
             return None
         match = _KEY_FILE.fullmatch(target)
         if match is None:
-            raise CredentialCorrupt(
-                "'current' does not point to a key file of this keyring", path=self._path(CURRENT)
-            )
+            raise CredentialCorrupt("'current' does not point to a key file of this keyring", path=self._path(CURRENT))
         return match.group(1)
 
     def _load(self, dir_fd: int, key_id: str, *, credential: str | None) -> MasterKey:
@@ -303,9 +309,7 @@ class Keyring:
             raise UnknownKeyError(f"key {key_id} is not in the keyring", name=credential, path=path) from None
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise CredentialPermissionError(
-                    "key file is a symlink", name=credential, path=path
-                ) from None
+                raise CredentialPermissionError("key file is a symlink", name=credential, path=path) from None
             if exc.errno in (errno.EACCES, errno.EPERM):
                 raise CredentialPermissionError(
                     "key file cannot be opened: permission denied", name=credential, path=path
@@ -314,7 +318,10 @@ class Keyring:
         with _fs.closing_fd(fd):
             st = os.fstat(fd)
             _check_key_stat(st, self._uid, name=credential, path=path)
-            data = _fs.read_limited(fd, KEY_SIZE)
+            try:
+                data = _fs.read_limited(fd, KEY_SIZE)
+            except OSError as exc:
+                raise CredentialIOError(f"cannot read key file: {exc.strerror}", name=credential, path=path) from exc
         if data is None or len(data) != KEY_SIZE or key_id_of(data) != key_id:
             # The name promises a key whose digest is key_id; anything else means the file was
             # replaced, edited or truncated. Decrypting with it could only produce a misleading
@@ -338,9 +345,7 @@ class Keyring:
             os.fsync(dir_fd)
         except OSError as exc:
             _fs.unlink_quietly(tmp, dir_fd=dir_fd)
-            raise CredentialWriteError(
-                f"cannot store a new master key: {exc.strerror}", path=self._dir
-            ) from exc
+            raise CredentialWriteError(f"cannot store a new master key: {exc.strerror}", path=self._dir) from exc
         return key
 
     def _set_current(self, dir_fd: int, key_id: str) -> None:
@@ -357,9 +362,7 @@ def _check_key_stat(st: os.stat_result, uid: int, *, name: str | None, path: str
     if not stat.S_ISREG(st.st_mode):
         raise CredentialPermissionError("key file is not a regular file", name=name, path=path)
     if st.st_uid != uid:
-        raise CredentialPermissionError(
-            f"key file is owned by uid {st.st_uid}, expected {uid}", name=name, path=path
-        )
+        raise CredentialPermissionError(f"key file is owned by uid {st.st_uid}, expected {uid}", name=name, path=path)
     mode = stat.S_IMODE(st.st_mode)
     if mode & ~0o640:
         raise CredentialPermissionError(
@@ -367,4 +370,3 @@ def _check_key_stat(st: os.stat_result, uid: int, *, name: str | None, path: str
             name=name,
             path=path,
         )
-
