@@ -10,6 +10,7 @@ import time.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -73,6 +74,54 @@ class AuditConfig:
 
 
 @dataclass(frozen=True)
+class DatabaseConfig:
+    """Defaults and limits for the shared database that ``redirect`` moves the node to."""
+
+    name: str = "appliance"
+    schema_prefix: str = ""
+    sslmode: str = "prefer"
+    connect_timeout_s: int = 5
+    statement_timeout_s: int = 30
+    lock_wait_s: int = 60
+    min_free_disk_mb: int = 16
+
+
+@dataclass(frozen=True)
+class LocalDbConfig:
+    """The node's own PostgreSQL (the "origin" the node runs on until it is redirected)."""
+
+    host: str = "/var/run/postgresql"
+    port: int = 5432
+    name: str = "appliance"
+    user: str = "appliance"
+    admin_user: str = "postgres"
+    admin_password_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class CredentialsConfig:
+    dir: Path | None = None
+    key_dir: Path | None = None
+    services: tuple[str, ...] = ("agent", "shell")
+
+
+@dataclass(frozen=True)
+class ProcessService:
+    name: str
+    command: tuple[str, ...]
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ServicesConfig:
+    backend: str = "none"
+    stop_timeout_s: int = 20
+    primary_units: tuple[str, ...] = ()
+    standby_units: tuple[str, ...] = ()
+    process: tuple[ProcessService, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration; ``source`` is the file it came from (None for built-in defaults)."""
 
@@ -82,7 +131,19 @@ class Config:
     hostname: HostnameConfig = field(default_factory=HostnameConfig)
     tools: ToolsConfig = field(default_factory=ToolsConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    local_db: LocalDbConfig = field(default_factory=LocalDbConfig)
+    credentials: CredentialsConfig = field(default_factory=CredentialsConfig)
+    services: ServicesConfig = field(default_factory=ServicesConfig)
     source: Path | None = None
+
+    @property
+    def credentials_dir(self) -> Path:
+        return self.credentials.dir or self.paths.state_dir / "credentials"
+
+    @property
+    def key_dir(self) -> Path:
+        return self.credentials.key_dir or self.paths.state_dir / "keys"
 
 
 # --- validation -----------------------------------------------------------------------------------
@@ -120,6 +181,57 @@ def _boolean(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError("must be true or false")
     return value
+
+
+def _name_list(pattern: str, what: str) -> _Check:
+    def check(value: Any) -> tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(v, str) and re.fullmatch(pattern, v) for v in value):
+            raise ValueError(f"must be a list of {what}")
+        if len(set(value)) != len(value):
+            raise ValueError("lists a name twice")
+        return tuple(value)
+
+    return check
+
+
+def _identifier(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", value):
+        raise ValueError("must be 1-63 letters, digits or underscores, starting with a letter")
+    return value
+
+
+def _prefix(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[a-z0-9_]{0,54}", value):
+        raise ValueError("must be at most 54 lower-case letters, digits or underscores")
+    return value
+
+
+def _db_host(value: Any) -> str:
+    if not isinstance(value, str) or not value or any(c in value for c in ", \x00"):
+        raise ValueError("must be one host name, address or socket directory")
+    return value
+
+
+def _process_services(value: Any) -> tuple[ProcessService, ...]:
+    if not isinstance(value, list):
+        raise ValueError("must be a list of [[services.process]] tables")
+    found = []
+    for index, item in enumerate(value):
+        where = f"[{index}]"
+        if not isinstance(item, dict) or set(item) - {"name", "command", "roles"}:
+            raise ValueError(f"{where} takes the keys name, command and roles")
+        name, command, roles = item.get("name"), item.get("command"), item.get("roles", ["primary"])
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9-]{0,31}", name):
+            raise ValueError(f"{where}.name must be 1-32 lower-case letters, digits or hyphens")
+        if not (isinstance(command, list) and command and all(isinstance(a, str) for a in command)
+                and command[0].startswith("/")):
+            raise ValueError(f"{where}.command must be a list of strings starting with an absolute path")
+        if not (isinstance(roles, list) and roles and set(roles) <= {"primary", "standby"}):
+            raise ValueError(f'{where}.roles must list "primary" and/or "standby"')
+        found.append(ProcessService(name, tuple(command), tuple(roles)))
+    if len({s.name for s in found}) != len(found):
+        raise ValueError("names a service twice")
+    return tuple(found)
 
 
 def _prompt(value: Any) -> str:
@@ -166,6 +278,35 @@ def _checks(base: Path) -> dict[str, dict[str, _Check]]:
         },
         "tools": {"ping": exe, "hostnamectl": exe},
         "audit": {"target": _choice("auto", "syslog", "file")},
+        "database": {
+            "name": _identifier,
+            "schema_prefix": _prefix,
+            "sslmode": _choice("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+            "connect_timeout_s": _int_range(2, 120),
+            "statement_timeout_s": _int_range(1, 3600),
+            "lock_wait_s": _int_range(1, 3600),
+            "min_free_disk_mb": _int_range(0, 1_000_000),
+        },
+        "local_db": {
+            "host": _db_host,
+            "port": _int_range(1, 65535),
+            "name": _identifier,
+            "user": _identifier,
+            "admin_user": _identifier,
+            "admin_password_file": opt_path,
+        },
+        "credentials": {
+            "dir": opt_path,
+            "key_dir": opt_path,
+            "services": _name_list(r"[a-z][a-z0-9_-]{0,31}", "service names (lower-case letters, digits, - or _)"),
+        },
+        "services": {
+            "backend": _choice("none", "process", "systemd"),
+            "stop_timeout_s": _int_range(1, 600),
+            "primary_units": _name_list(r"[A-Za-z0-9@._-]+\.service", "systemd unit names (NAME.service)"),
+            "standby_units": _name_list(r"[A-Za-z0-9@._-]+\.service", "systemd unit names (NAME.service)"),
+            "process": _process_services,
+        },
     }
 
 
@@ -176,6 +317,10 @@ _SECTION_TYPES: dict[str, type] = {
     "hostname": HostnameConfig,
     "tools": ToolsConfig,
     "audit": AuditConfig,
+    "database": DatabaseConfig,
+    "local_db": LocalDbConfig,
+    "credentials": CredentialsConfig,
+    "services": ServicesConfig,
 }
 
 

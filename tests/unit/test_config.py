@@ -29,7 +29,8 @@ def test_packaged_default_file_documents_every_key():
     for section, keys in section_keys().items():
         assert f"[{section}]" in text
         for key in keys:
-            assert f"\n{key} = " in text, f"{section}.{key} is missing from the default file"
+            documented = f"\n{key} = " in text or f"[[{section}.{key}]]" in text
+            assert documented, f"{section}.{key} is missing from the default file"
 
 
 def test_relative_paths_resolve_against_the_file(tmp_path):
@@ -63,6 +64,15 @@ def test_errors_name_the_file_and_the_key(tmp_path, text, expected):
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert str(path) in info.value.message and expected in info.value.message
+
+
+def test_process_services_are_typed(tmp_path):
+    config = load_config(write(tmp_path, '[services]\nbackend = "process"\n'
+                               '[[services.process]]\nname = "demo"\ncommand = ["/bin/sleep", "60"]\n'))
+    (service,) = config.services.process
+    assert service.name == "demo" and service.command == ("/bin/sleep", "60") and service.roles == ("primary",)
+    with pytest.raises(ConfigError, match=r"services.process \[0\].command must be a list"):
+        load_config(write(tmp_path, '[[services.process]]\nname = "demo"\ncommand = ["sleep"]\n'))
 
 
 def test_missing_file(tmp_path):
