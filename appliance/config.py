@@ -26,6 +26,7 @@ CONFIG_ENV = "APPLIANCE_CONFIG"
 @dataclass(frozen=True)
 class NodeConfig:
     default_hostname: str = "EMS"
+    hardware_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,12 @@ def _name_list(pattern: str, what: str) -> _Check:
     return check
 
 
+def _hardware_id(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"(?:[A-Za-z0-9][A-Za-z0-9_-]{0,63})?", value):
+        raise ValueError("must be empty or 1-64 letters, digits, '-' or '_'")
+    return value
+
+
 def _identifier(value: Any) -> str:
     if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", value):
         raise ValueError("must be 1-63 letters, digits or underscores, starting with a letter")
@@ -264,7 +271,7 @@ class _PathCheck:
 def _checks(base: Path) -> dict[str, dict[str, _Check]]:
     path, opt_path, exe = _PathCheck(base), _PathCheck(base, optional=True), _PathCheck(base, absolute=True)
     return {
-        "node": {"default_hostname": _text},
+        "node": {"default_hostname": _text, "hardware_id": _hardware_id},
         "paths": {"state_dir": path, "history_file": opt_path, "audit_log": opt_path, "log_file": opt_path},
         "shell": {
             "idle_timeout_s": _int_range(0, 86400),

@@ -10,9 +10,9 @@ from appliance.shell.spec import Registry
 
 
 def build_registry() -> Registry:
-    from commands import execute, session, system
+    from commands import execute, redirect, session, system
 
-    modules = (session, system, execute)
+    modules = (session, system, execute, redirect)
     groups: dict[str, str] = {}
     for module in modules:
         groups.update(module.GROUPS)

@@ -312,17 +312,62 @@ def lock_key(schema: str) -> int:
 
 
 def lock_holders(conn: psycopg.Connection[Any], key: int) -> list[str]:
-    """Who holds the advisory lock ``key``: pid, client address, application name, since when."""
+    """Who holds the advisory lock ``key``: pid, client address, application name, since when.
+
+    A role that is not a superuser (nor in pg_read_all_stats) sees only the pid of other users'
+    sessions; the rest then reads "unknown".
+    """
     unsigned = key & 0xFFFFFFFFFFFFFFFF
     rows = conn.execute(
-        "SELECT a.pid, COALESCE(host(a.client_addr), 'local socket'), a.application_name, "
-        "to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS') "
+        "SELECT a.pid, COALESCE(host(a.client_addr), CASE WHEN a.backend_start IS NULL THEN 'unknown'"
+        " ELSE 'local socket' END), COALESCE(NULLIF(a.application_name, ''), 'unknown'),"
+        " COALESCE(to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS'), 'unknown') "
         "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
         "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s AND l.objsubid = 1",
         (unsigned >> 32, unsigned & 0xFFFFFFFF),
     ).fetchall()
-    return [f"pid {pid}, client {addr}, application {app or '-'}, connected since {since}"
+    return [f"pid {pid}, client {addr}, application {app}, connected since {since}"
             for pid, addr, app, since in rows]
+
+
+def acquire_deploy_lock(
+    conn: psycopg.Connection[Any], schema: str, *, wait_s: float, clock: Clock
+) -> Iterator[str]:
+    """Take the deployment lock of ``schema`` on ``conn`` (autocommit), polling until ``wait_s``.
+
+    A generator: it yields one line when it starts waiting (naming the holder), so a caller can show
+    progress, and returns once the lock is held. Release it with :func:`release_deploy_lock`.
+
+    :raises Conflict: not obtained in time; the message names the holder and how to end its session.
+    """
+    key = lock_key(schema)
+    deadline = clock.monotonic() + wait_s
+    told = False
+    while True:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+        if row and row[0]:
+            return
+        if not told:
+            holders = lock_holders(conn, key)
+            yield f"another node holds the deployment lock ({'; '.join(holders) or 'unknown'}); waiting"
+            told = True
+        if clock.monotonic() >= deadline:
+            holders = lock_holders(conn, key)
+            pids = ", ".join(h.split(",")[0].removeprefix("pid ") for h in holders)
+            raise Conflict(
+                f"another node is deploying or registering on this database and did not finish within "
+                f"{wait_s:g} s ({'; '.join(holders) or 'holder unknown'})",
+                hint="retry when it is done; if that node is gone, a DBA can end its session with "
+                f"SELECT pg_terminate_backend({pids or 'PID'})",
+            )
+        clock.sleep(LOCK_POLL_S)
+
+
+def release_deploy_lock(conn: psycopg.Connection[Any], schema: str) -> None:
+    try:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key(schema),))
+    except Exception:  # the session is gone, and the lock with it
+        pass
 
 
 @contextmanager
@@ -338,31 +383,9 @@ def deploy_lock(
 
     :raises Conflict: not obtained within ``wait_s``; the message names the holder.
     """
-    key = lock_key(schema)
-    deadline = clock.monotonic() + wait_s
-    told = False
-    while True:
-        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-        if row and row[0]:
-            break
-        if not told:
-            holders = lock_holders(conn, key)
-            on_wait(f"another node holds the deployment lock ({'; '.join(holders) or 'unknown'}); waiting")
-            told = True
-        if clock.monotonic() >= deadline:
-            holders = lock_holders(conn, key)
-            pids = ", ".join(h.split(",")[0].removeprefix("pid ") for h in holders)
-            raise Conflict(
-                f"another node is deploying or registering on this database and did not finish within "
-                f"{wait_s:g} s ({'; '.join(holders) or 'holder unknown'})",
-                hint="retry when it is done; if that node is gone, a DBA can end its session with "
-                f"SELECT pg_terminate_backend({pids or 'PID'})",
-            )
-        clock.sleep(LOCK_POLL_S)
+    for note in acquire_deploy_lock(conn, schema, wait_s=wait_s, clock=clock):
+        on_wait(note)
     try:
         yield
     finally:
-        try:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
-        except Exception:  # the session is gone, and the lock with it
-            pass
+        release_deploy_lock(conn, schema)

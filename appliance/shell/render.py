@@ -7,7 +7,7 @@ optional ``hint: ...`` on stderr.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from datetime import date, datetime
 from enum import Enum
 from pathlib import Path
@@ -93,10 +93,30 @@ def render(result: Result, out: IO[str], *, as_json: bool = False) -> None:
 
 
 def render_stream(stream: Stream, out: IO[str]) -> ExitStatus:
-    """Print each line as it comes; return the stream's status once it is exhausted."""
-    for line in stream.lines:
-        out.write(line + "\n")
-        out.flush()
+    """Print each line as it comes; return the stream's status once it is exhausted.
+
+    A Ctrl-C that arrives while a line is being printed is thrown into the producer at the point it
+    is paused, so its own clean-up (a rollback, stopping a child) runs and is reported, just as if
+    the interrupt had arrived while it was working.
+    """
+    lines = stream.lines
+    pending: BaseException | None = None
+    while True:
+        try:
+            if pending is not None and isinstance(lines, Generator):
+                line = lines.throw(pending)
+            elif pending is not None:
+                raise pending
+            else:
+                line = next(lines)
+        except StopIteration:
+            break
+        pending = None
+        try:
+            out.write(line + "\n")
+            out.flush()
+        except KeyboardInterrupt as exc:
+            pending = exc
     return stream.status()
 
 

@@ -218,3 +218,15 @@ class Identifier(ParamType):
                 f"must be 1-{self.max_len} letters, digits or underscores, starting with a letter"
             )
         return text
+
+
+@dataclass(frozen=True)
+class SchemaPrefix(ParamType):
+    """A prefix for the appliance's schema name: lower-case letters, digits, underscores."""
+
+    metavar: str = "<PREFIX>"
+
+    def parse(self, text: str) -> str:
+        if not re.fullmatch(r"[a-z0-9_]{1,54}", text):
+            raise ValueError("must be 1-54 lower-case letters, digits or underscores")
+        return text

@@ -45,3 +45,38 @@ def test_error_and_hint_lines():
     err = io.StringIO()
     render_error(UsageError("bad thing", hint="do this"), err)
     assert err.getvalue() == "error: bad thing\nhint: do this\n"
+
+
+def test_ctrl_c_while_printing_is_thrown_into_the_producer():
+    from appliance.errors import ExitStatus
+    from appliance.shell.render import render_stream
+    from appliance.shell.result import Stream
+
+    cleaned = []
+
+    def producer():
+        try:
+            yield "one"
+            yield "two"
+        except KeyboardInterrupt:
+            cleaned.append(True)
+            yield "rolled back"
+            raise
+
+    class Flaky(io.StringIO):
+        calls = 0
+
+        def write(self, text):
+            self.calls += 1
+            if self.calls == 1:
+                raise KeyboardInterrupt
+            return super().write(text)
+
+    out = Flaky()
+    try:
+        render_stream(Stream(producer(), lambda: ExitStatus.OK), out)
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("the interrupt must come back out")
+    assert cleaned == [True] and out.getvalue() == "rolled back\n"

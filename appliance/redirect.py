@@ -1,0 +1,387 @@
+"""``redirect``: move this node from its current database to a shared PostgreSQL, as primary or standby.
+
+Order (``creds-schema.md``, best design (b)): validate -> pre-flight on the target, changing nothing
+-> confirm -> stop this node's services -> deployment lock -> deploy, upgrade or verify the schema and
+register the node, in one transaction -> write the credential set (the atomic switch of target and
+role) -> start services in the new role -> health check.
+
+Every step that changes something records how to undo it. If a later step fails, or the user presses
+Ctrl-C, the undo steps run in reverse (with Ctrl-C ignored while they run), so the node keeps its
+old credentials, its old role and its services; the output says what failed, what was rolled back
+and what to do.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from appliance import __version__
+from appliance.clock import Clock
+from appliance.config import Config
+from appliance.errors import ApplianceError, CommandFailed, Conflict, NotConfigured, UsageError
+from appliance.node import ActiveTarget, NodeIdentity, identity, read_targets, write_targets
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from appliance.db.connect import DbTarget, Timeouts
+    from appliance.db.schema import SchemaState
+    from appliance.services import ServiceManager
+
+
+@dataclass(frozen=True)
+class Request:
+    hosts: tuple[str, ...]
+    ports: tuple[int, ...]
+    user: str
+    password: str = field(repr=False)
+    dbname: str
+    prefix: str
+    role: str  # primary | standby
+    upgrade: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What pre-flight found; everything the execution needs."""
+
+    request: Request
+    target: DbTarget
+    schema: str
+    me: NodeIdentity
+    origin: ActiveTarget
+    active: ActiveTarget
+    state: SchemaState
+    server: str
+    action: str  # deploy | upgrade | verify
+
+    def summary(self) -> str:
+        role = "primary" if self.request.role == "primary" else "secondary (standby)"
+        what = {
+            "deploy": f"deploy schema {self.schema} v{_latest()} (the database has none)",
+            "upgrade": f"upgrade schema {self.schema} from v{self.state.version} to v{_latest()}",
+            "verify": f"use schema {self.schema} v{self.state.version} of cluster {self.state.cluster_id}",
+        }[self.action]
+        now = "its local database" if self.active.local else f"{self.active.target.describe()}"
+        return "\n".join([
+            f"Node {self.me.name} will move from {now} to {self.target.describe()} ({self.server}) as {role}.",
+            f"It will {what}, register this node, store the credentials encrypted and restart its services.",
+        ])
+
+
+def _latest() -> int:
+    from appliance.db.schema import latest_version
+
+    return latest_version()
+
+
+def _timeouts(config: Config) -> Timeouts:
+    from appliance.db.connect import Timeouts
+
+    return Timeouts(connect_timeout=config.database.connect_timeout_s,
+                    statement_timeout=config.database.statement_timeout_s)
+
+
+def _app_name(me: NodeIdentity) -> str:
+    return f"appliance-redirect:{me.name}"[:63]
+
+
+# --- pre-flight: read only ------------------------------------------------------------------------
+
+
+def preflight(config: Config, request: Request) -> Plan:
+    """Check everything that can be checked without changing anything.
+
+    :raises ApplianceError: the first problem found, with what to do about it.
+    """
+    from appliance.db import schema as S
+    from appliance.db.cluster import live_primary, nodes
+    from appliance.db.connect import DbTarget, connect
+    from appliance.secrets import Keyring
+
+    if len(request.ports) not in (1, len(request.hosts)):
+        raise UsageError(f"--db_port lists {len(request.ports)} ports for {len(request.hosts)} hosts",
+                         hint="give one port for all hosts, or one per host in the same order")
+    me = identity(config)
+    origin, active = read_targets(config)
+    Keyring(config.key_dir).load_current()
+    free_mb = shutil.disk_usage(config.credentials_dir if config.credentials_dir.exists()
+                                else config.paths.state_dir).free // (1024 * 1024)
+    if free_mb < config.database.min_free_disk_mb:
+        raise NotConfigured(f"only {free_mb} MiB free under {config.paths.state_dir} "
+                            f"(need {config.database.min_free_disk_mb} MiB for the credentials)",
+                            hint="free some disk space, then retry")
+    schema = S.schema_name(request.prefix)
+    target = DbTarget(request.hosts, request.ports, request.user, request.password, request.dbname,
+                      config.database.sslmode)
+    with connect(target, application_name=_app_name(me), timeouts=_timeouts(config), autocommit=True) as conn:
+        server = f"PostgreSQL {conn.info.parameter_status('server_version') or '?'} on " \
+                 f"{conn.info.host}:{conn.info.port}"
+        state = S.read_state(conn, schema)
+        action = _decide(state, request, schema)
+        missing = S.missing_privileges(conn, schema, create=action == "deploy")
+        if missing:
+            raise NotConfigured(f"user {request.user} lacks {'; '.join(missing)} on {target.describe()}",
+                                hint="grant it, or use the database owner's account")
+        if action == "upgrade" and not S.owns_schema(conn, schema):
+            raise NotConfigured(f"user {request.user} does not own schema {schema}, so it cannot upgrade it",
+                                hint="redirect with the account that owns the schema")
+        if action != "deploy":
+            _check_cluster(conn, state, request, active, schema)
+            if request.role == "primary":
+                other = live_primary(conn, schema, exclude=me.node_id)
+                if other is not None:
+                    raise Conflict(
+                        f"node {other.name} is already the live primary of cluster {state.cluster_id} "
+                        f"(heard from {other.heartbeat_age_s:.0f} s ago)",
+                        hint="join this node with --is_secondary_node, or stop the other primary first",
+                    )
+            elif not any(n.role == "primary" for n in nodes(conn, schema)):
+                raise NotConfigured(f"cluster {state.cluster_id} on {target.describe()} has no primary node",
+                                    hint="redirect the primary node first (--is_primary_node)")
+    return Plan(request, target, schema, me, origin, active, state, server, action)
+
+
+def _decide(state: SchemaState, request: Request, schema: str) -> str:
+    from appliance.db.schema import StateKind
+
+    kind = state.kind
+    if kind is StateKind.ABSENT:
+        if request.role != "primary":
+            raise NotConfigured(f"schema {schema} is not deployed on this database",
+                                hint="redirect the primary node first (--is_primary_node); it deploys the schema")
+        return "deploy"
+    if kind is StateKind.NEWER:
+        raise NotConfigured(
+            f"the database's schema v{state.version} (product {state.product_version}) is newer than this "
+            f"appliance (schema v{_latest()}, product {__version__}); nothing was changed",
+            hint="upgrade this appliance first",
+        )
+    if kind is StateKind.OLDER:
+        if request.role != "primary" or not request.upgrade:
+            raise NotConfigured(
+                f"the database's schema v{state.version} is older than this appliance's v{_latest()}",
+                hint="redirect the primary with --upgrade_schema to upgrade it (secondaries follow)",
+            )
+        return "upgrade"
+    if kind in (StateKind.FOREIGN, StateKind.DRIFT):
+        raise Conflict(f"{state.describe()}; nothing was changed",
+                       hint="use an empty database (or another --db_prefix), or restore the schema as deployed")
+    return "verify"
+
+
+def _check_cluster(conn: psycopg.Connection[Any], state: SchemaState, request: Request, active: ActiveTarget,
+                   schema: str) -> None:
+    row = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()
+    sysid = row[0] if row else None
+    if request.role == "standby" and state.system_identifier and sysid != state.system_identifier:
+        raise Conflict(
+            f"this database server (system id {sysid}) is not the one cluster {state.cluster_id} was deployed on "
+            f"(system id {state.system_identifier}): it is a copy or another cluster",
+            hint="point the secondary at the same database server (or its replica set) as the primary",
+        )
+    if request.role == "standby" and not active.local and active.cluster_id != state.cluster_id:
+        raise Conflict(
+            f"this node belongs to cluster {active.cluster_id}; the target is cluster {state.cluster_id}",
+            hint="a node joins one cluster; redirect the primary of that cluster first, or use the same database",
+        )
+
+
+# --- execution ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Journal:
+    undo: list[tuple[str, Callable[[], object]]] = field(default_factory=list)
+
+    def add(self, what: str, action: Callable[[], object]) -> None:
+        self.undo.append((what, action))
+
+
+@contextmanager
+def _uninterruptible() -> Iterator[None]:
+    """Ctrl-C is ignored while the node is being put back: a half-done rollback is worse than a wait."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def execute(config: Config, plan: Plan, *, clock: Clock, services: ServiceManager) -> Iterator[str]:
+    """Carry out ``plan``, yielding progress lines; on failure roll back and raise.
+
+    :raises CommandFailed: a step failed; the node was restored (the message says what was done).
+    :raises KeyboardInterrupt: Ctrl-C; the node was restored first.
+    """
+    journal = _Journal()
+    step = "starting"
+    started = clock.monotonic()
+    try:
+        step = "stopping services"
+        t0 = clock.monotonic()
+        yield _line(clock, "INFO", "Stopping services")
+        stopped = services.stop()
+        old_role = plan.active.role
+        journal.add(f"started the services again as {old_role}", lambda: services.start(old_role))
+        yield _line(clock, "INFO", f"Stopped {', '.join(stopped) or 'no services'} ({_took(clock, t0)})")
+
+        step = "updating the database"
+        cluster_id = yield from _database_step(config, plan, clock, journal)
+
+        step = "writing the credentials"
+        t0 = clock.monotonic()
+        new_active = ActiveTarget(plan.target, plan.schema, cluster_id, plan.request.role, local=False)
+        yield _line(clock, "INFO", f"Storing the credentials for {', '.join(config.credentials.services)} (encrypted)")
+        write_targets(config, plan.origin, new_active)
+        journal.add("restored the previous credentials and role", lambda: write_targets(config, plan.origin,
+                                                                                          plan.active))
+        yield _line(clock, "INFO", f"Credentials stored ({_took(clock, t0)})")
+
+        step = "starting services"
+        t0 = clock.monotonic()
+        yield _line(clock, "INFO", f"Starting services as {plan.request.role}")
+        journal.add("stopped the services started in the new role", services.stop)
+        running = services.start(plan.request.role)
+        yield _line(clock, "INFO", f"Started {', '.join(running) or 'no services'} ({_took(clock, t0)})")
+
+        step = "checking health"
+        t0 = clock.monotonic()
+        yield _line(clock, "INFO", "Checking health")
+        _health(config, plan, services, running)
+        yield _line(clock, "INFO", f"Healthy ({_took(clock, t0)})")
+    except BaseException as exc:
+        failure = yield from _rollback(clock, journal, step, exc)
+        raise failure from None
+    role = "primary" if plan.request.role == "primary" else "secondary"
+    yield _line(clock, "INFO", f"Node {plan.me.name} is now the {role} of cluster {cluster_id} "
+                               f"on {plan.target.describe()} (total {_took(clock, started)})")
+
+
+def _database_step(config: Config, plan: Plan, clock: Clock, journal: _Journal) -> Generator[str, None, str]:
+    """Deploy/upgrade/verify and register, in one transaction under the lock; returns the cluster id."""
+    from appliance.db import schema as S
+    from appliance.db.cluster import register, undo_registration
+    from appliance.db.connect import connect, error_from_exception
+
+    t0 = clock.monotonic()
+    yield _line(clock, "INFO", f"Connecting to {plan.target.describe()}")
+    conn = connect(plan.target, application_name=_app_name(plan.me), timeouts=_timeouts(config), autocommit=True)
+    try:
+        for note in S.acquire_deploy_lock(conn, plan.schema, wait_s=config.database.lock_wait_s, clock=clock):
+            yield _line(clock, "INFO", note[0].upper() + note[1:])
+        try:
+            state = S.read_state(conn, plan.schema)  # again, under the lock: another node may just have acted
+            action = _decide(state, plan.request, plan.schema)
+            with conn.transaction():
+                if action == "deploy":
+                    yield _line(clock, "INFO", f"Deploying database schema {plan.schema} v{S.latest_version()}")
+                    cluster_id = S.deploy(conn, plan.schema, deployed_by=plan.me.name, product_version=__version__)
+                elif action == "upgrade":
+                    yield _line(clock, "INFO", f"Upgrading database schema {plan.schema} from v{state.version}")
+                    S.upgrade(conn, plan.schema, state, product_version=__version__)
+                    cluster_id = state.cluster_id or ""
+                else:
+                    yield _line(clock, "INFO", f"Verified database schema {plan.schema} v{state.version}")
+                    cluster_id = state.cluster_id or ""
+                if action != "deploy":
+                    _check_cluster(conn, state, plan.request, plan.active, plan.schema)
+                yield _line(clock, "INFO", f"Registering node {plan.me.name} as {plan.request.role}")
+                done = register(conn, plan.schema, plan.me, role=plan.request.role, product_version=__version__)
+
+            def undo() -> None:
+                with connect(plan.target, application_name=_app_name(plan.me), timeouts=_timeouts(config),
+                             autocommit=True) as again, S.deploy_lock(again, plan.schema,
+                                                                      wait_s=config.database.lock_wait_s,
+                                                                      clock=clock), again.transaction():
+                    undo_registration(again, plan.schema, plan.me, done)
+
+            what = "removed this node's registration" if done.previous is None else "restored this node's registration"
+            journal.add(what + (" (the deployed, empty schema stays)" if action == "deploy" else ""), undo)
+        finally:
+            S.release_deploy_lock(conn, plan.schema)
+    except Exception as exc:
+        import psycopg
+
+        if isinstance(exc, psycopg.Error):
+            raise error_from_exception(exc, plan.target, action="updating the database") from None
+        raise
+    finally:
+        conn.close()
+    yield _line(clock, "INFO", f"Database ready ({_took(clock, t0)})")
+    return cluster_id
+
+
+def _health(config: Config, plan: Plan, services: ServiceManager, started: list[str]) -> None:
+    from appliance.db.cluster import nodes
+    from appliance.db.connect import connect
+
+    _origin, active = read_targets(config)  # what the services will read, decrypted from disk
+    with connect(active.target, application_name=_app_name(plan.me), timeouts=_timeouts(config),
+                 autocommit=True) as conn:
+        mine = [n for n in nodes(conn, active.schema) if n.node_id == plan.me.node_id]
+    if not mine or mine[0].role != plan.request.role:
+        raise CommandFailed(f"after the switch, this node is not registered as {plan.request.role}")
+    down = sorted(set(started) - set(services.running()))
+    if down:
+        raise CommandFailed(f"services did not stay up: {', '.join(down)}",
+                            hint=f"see their logs under {config.paths.state_dir / 'log'}")
+
+
+def _rollback(
+    clock: Clock, journal: _Journal, step: str, error: BaseException
+) -> Generator[str, None, BaseException]:
+    """Run the undo steps in reverse, yielding progress; return the exception to raise."""
+    interrupted = isinstance(error, KeyboardInterrupt)
+    reason = "interrupted (Ctrl-C)" if interrupted else (
+        error.message if isinstance(error, ApplianceError) else f"internal error ({type(error).__name__})")
+    yield _line(clock, "ERROR", f"Failed while {step}: {reason}")
+    failures: list[str] = []
+    done: list[str] = []
+    with _uninterruptible():
+        for what, action in reversed(journal.undo):
+            try:
+                action()
+                done.append(what)
+                yield _line(clock, "INFO", f"Rolled back: {what}")
+            except Exception as exc:  # keep going: every other undo step still matters
+                text = exc.message if isinstance(exc, ApplianceError) else type(exc).__name__
+                failures.append(f"{what}: {text}")
+                yield _line(clock, "ERROR", f"Could not roll back ({what}): {text}")
+    if interrupted:
+        return KeyboardInterrupt()
+    restored = "the node was left as it was" if not failures else \
+        f"the rollback was incomplete ({'; '.join(failures)})"
+    hint = error.hint if isinstance(error, ApplianceError) and error.hint else "fix the cause above and run it again"
+    if failures:
+        hint = "check the node with 'system get status' and 'ha get nodes' before retrying; " + hint
+    return CommandFailed(f"redirect failed while {step}: {reason}; {restored}", hint=hint)
+
+
+def _line(clock: Clock, level: str, text: str) -> str:
+    return f"{clock.now().strftime('%Y-%m-%d %H:%M:%S')} {level} - {text}"
+
+
+def _took(clock: Clock, since: float) -> str:
+    return f"{clock.monotonic() - since:.2f} s"
+
+
+def plan_for(config: Config, args: Any) -> Plan:
+    """Build the request from parsed ``redirect`` arguments and run pre-flight."""
+    request = Request(
+        hosts=tuple(args["db_host"]), ports=tuple(args["db_port"]), user=args["db_user"],
+        password=args["db_pass"], dbname=args["db_name"] or config.database.name,
+        prefix=config.database.schema_prefix if args["db_prefix"] is None else args["db_prefix"],
+        role="primary" if args["is_primary_node"] else "standby", upgrade=bool(args["upgrade_schema"]),
+    )
+    return preflight(config, request)
+

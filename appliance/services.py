@@ -1,0 +1,185 @@
+"""Starting and stopping this node's services for a role: the backends ``none``, ``process``, ``systemd``.
+
+``process`` (sandboxes and tests) runs the configured commands as detached children with a pid file
+each under ``<state_dir>/run`` and their output in ``<state_dir>/log``; stopping sends SIGTERM, then
+SIGKILL after ``stop_timeout_s``. ``systemd`` starts and stops the configured units with
+``systemctl``. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from appliance.clock import Clock, SystemClock
+from appliance.config import Config, ProcessService
+from appliance.errors import CommandFailed
+
+ROLES = ("primary", "standby")
+
+
+class ServiceManager(ABC):
+    @abstractmethod
+    def start(self, role: str) -> list[str]:
+        """Start the services of ``role`` (stopping those of the other role); return their names."""
+
+    @abstractmethod
+    def stop(self) -> list[str]:
+        """Stop every service this node runs; return the names of those that were running."""
+
+    @abstractmethod
+    def running(self) -> list[str]:
+        """Names of the services running now."""
+
+
+class NoServices(ServiceManager):
+    def start(self, role: str) -> list[str]:
+        return []
+
+    def stop(self) -> list[str]:
+        return []
+
+    def running(self) -> list[str]:
+        return []
+
+
+class ProcessServices(ServiceManager):
+    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+        self.services = config.services.process
+        self.run_dir = config.paths.state_dir / "run"
+        self.log_dir = config.paths.state_dir / "log"
+        self.stop_timeout_s = config.services.stop_timeout_s
+        self.config_path = config.source
+        self.clock = clock or SystemClock()
+
+    def _pidfile(self, service: ProcessService) -> Path:
+        return self.run_dir / f"{service.name}.pid"
+
+    def _pid(self, service: ProcessService) -> int | None:
+        try:
+            pid = int(self._pidfile(service).read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _alive(pid) else None
+
+    def running(self) -> list[str]:
+        return [s.name for s in self.services if self._pid(s) is not None]
+
+    def start(self, role: str) -> list[str]:
+        import subprocess
+
+        started = []
+        for service in self.services:
+            if role not in service.roles:
+                self._stop_one(service)
+                continue
+            if self._pid(service) is not None:
+                started.append(service.name)
+                continue
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "APPLIANCE_ROLE": role}
+            if self.config_path is not None:
+                env["APPLIANCE_CONFIG"] = str(self.config_path)
+            with open(self.log_dir / f"{service.name}.log", "ab") as log:
+                proc = subprocess.Popen(
+                    list(service.command), stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                    close_fds=True, start_new_session=True,  # its own session: a Ctrl-C in the shell is not its
+                )
+            _write_pid(self._pidfile(service), proc.pid)
+            started.append(service.name)
+        return started
+
+    def stop(self) -> list[str]:
+        return [s.name for s in self.services if self._stop_one(s)]
+
+    def _stop_one(self, service: ProcessService) -> bool:
+        pid = self._pid(service)
+        if pid is None:
+            self._pidfile(service).unlink(missing_ok=True)
+            return False
+        _signal(pid, signal.SIGTERM)
+        deadline = self.clock.monotonic() + self.stop_timeout_s
+        while _alive(pid) and self.clock.monotonic() < deadline:
+            self.clock.sleep(0.05)
+        if _alive(pid):
+            _signal(pid, signal.SIGKILL)
+            deadline = self.clock.monotonic() + 5
+            while _alive(pid) and self.clock.monotonic() < deadline:
+                self.clock.sleep(0.05)
+        self._pidfile(service).unlink(missing_ok=True)
+        return True
+
+
+class SystemdServices(ServiceManager):
+    def __init__(self, config: Config) -> None:
+        self.primary = config.services.primary_units
+        self.standby = config.services.standby_units
+        self.timeout_s = config.services.stop_timeout_s + 10
+        self.systemctl = Path("/usr/bin/systemctl")
+
+    def _run(self, *args: str) -> str:
+        from appliance.proc import run_tool
+
+        return run_tool(self.systemctl, list(args), timeout_s=self.timeout_s)
+
+    def start(self, role: str) -> list[str]:
+        wanted = list(self.standby) + (list(self.primary) if role == "primary" else [])
+        if role != "primary" and self.primary:
+            self._run("stop", "--", *self.primary)
+        if wanted:
+            self._run("start", "--", *wanted)
+        return wanted
+
+    def stop(self) -> list[str]:
+        units = list(self.primary) + list(self.standby)
+        was = self.running()
+        if units:
+            self._run("stop", "--", *units)
+        return was
+
+    def running(self) -> list[str]:
+        import subprocess
+
+        units = list(self.primary) + list(self.standby)
+        found = []
+        for unit in units:
+            done = subprocess.run([str(self.systemctl), "is-active", "--quiet", "--", unit], env={"LC_ALL": "C"},
+                                  timeout=self.timeout_s, check=False, stdin=subprocess.DEVNULL)
+            if done.returncode == 0:
+                found.append(unit)
+        return found
+
+
+def manager_for(config: Config) -> ServiceManager:
+    if config.services.backend == "process":
+        return ProcessServices(config)
+    if config.services.backend == "systemd":
+        return SystemdServices(config)
+    return NoServices()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return False
+    return data[data.rindex(b")") + 2 :][:1] not in (b"Z", b"X")  # a zombie has stopped
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError as exc:
+        raise CommandFailed(f"cannot stop process {pid}: permission denied") from exc
+
+
+def _write_pid(path: Path, pid: int) -> None:
+    from appliance.hostname import write_atomic
+
+    write_atomic(path, f"{pid}\n", mode=0o644)
