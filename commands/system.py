@@ -43,6 +43,20 @@ def get_status(ctx: Context, args: Args) -> Result:
     )
 
 
+def rotate_key(ctx: Context, args: Args) -> Result:
+    from appliance.node import credential_store
+    from appliance.secrets import Keyring
+
+    old = Keyring(ctx.config.key_dir).load_current().key_id
+    store = credential_store(ctx.config)
+    new = store.rotate_key().key_id
+    count = len(store.names())
+    return Result(
+        message=f"Master key rotated: {old} -> {new}; {count} credential files re-encrypted, the old key removed.",
+        data={"previous_key_id": old, "key_id": new, "files": count},
+    )
+
+
 GROUPS = {
     "system": "this node's settings and status",
     "system get": "show a setting or the status",
@@ -60,6 +74,15 @@ COMMANDS: tuple[CommandSpec, ...] = (
         confirm=True,
         detail="The name is one RFC 1123 label: 1-63 letters, digits or hyphens, not starting or\n"
         "ending with a hyphen, not all digits. Example: system set hostname EMS-1",
+    ),
+    CommandSpec(
+        ("system", "rotate-key"),
+        "re-encrypt the stored DB credentials under a new master key",
+        rotate_key,
+        changes_state=True,
+        confirm=True,
+        detail="Creates a new master key, re-encrypts every credential file under it as one atomic set,\n"
+        "then removes the old key. If anything fails, the old key and files stay valid.",
     ),
     CommandSpec(
         ("system", "get", "status"),
