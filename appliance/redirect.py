@@ -372,7 +372,7 @@ def _line(clock: Clock, level: str, text: str) -> str:
 
 
 def _took(clock: Clock, since: float) -> str:
-    return f"{clock.monotonic() - since:.2f} s"
+    return f"{clock.monotonic() - since:.3f} s"
 
 
 def plan_for(config: Config, args: Any) -> Plan:

@@ -103,12 +103,12 @@ class ProcessServices(ServiceManager):
         _signal(pid, signal.SIGTERM)
         deadline = self.clock.monotonic() + self.stop_timeout_s
         while _alive(pid) and self.clock.monotonic() < deadline:
-            self.clock.sleep(0.05)
+            self.clock.sleep(0.01)
         if _alive(pid):
             _signal(pid, signal.SIGKILL)
             deadline = self.clock.monotonic() + 5
             while _alive(pid) and self.clock.monotonic() < deadline:
-                self.clock.sleep(0.05)
+                self.clock.sleep(0.01)
         self._pidfile(service).unlink(missing_ok=True)
         return True
 
