@@ -100,13 +100,17 @@ def preflight(config: Config, request: Request) -> Plan:
     :raises ApplianceError: the first problem found, with what to do about it.
     """
     from appliance.db import schema as S
-    from appliance.db.cluster import live_primary, nodes
     from appliance.db.connect import DbTarget, connect
     from appliance.secrets import Keyring
 
     if len(request.ports) not in (1, len(request.hosts)):
         raise UsageError(f"--db_port lists {len(request.ports)} ports for {len(request.hosts)} hosts",
                          hint="give one port for all hosts, or one per host in the same order")
+    pairs = list(zip(request.hosts, request.ports * len(request.hosts) if len(request.ports) == 1 else request.ports,
+                     strict=True))
+    if len(set(pairs)) != len(pairs):
+        raise UsageError("--db_host/--db_port name the same server twice",
+                         hint="list each database server once (the same host may appear with different ports)")
     me = identity(config)
     origin, active = read_targets(config)
     Keyring(config.key_dir).load_current()
@@ -122,72 +126,107 @@ def preflight(config: Config, request: Request) -> Plan:
     with connect(target, application_name=_app_name(me), timeouts=_timeouts(config), autocommit=True) as conn:
         server = f"PostgreSQL {conn.info.parameter_status('server_version') or '?'} on " \
                  f"{conn.info.host}:{conn.info.port}"
-        state = S.read_state(conn, schema)
-        action = _decide(state, request, schema)
-        missing = S.missing_privileges(conn, schema, create=action == "deploy")
-        if missing:
-            raise NotConfigured(f"user {request.user} lacks {'; '.join(missing)} on {target.describe()}",
-                                hint="grant it, or use the database owner's account")
-        if action == "upgrade" and not S.owns_schema(conn, schema):
-            raise NotConfigured(f"user {request.user} does not own schema {schema}, so it cannot upgrade it",
-                                hint="redirect with the account that owns the schema")
-        if action != "deploy":
-            _check_cluster(conn, state, request, active, schema)
-            if request.role == "primary":
-                other = live_primary(conn, schema, exclude=me.node_id)
-                if other is not None:
-                    raise Conflict(
-                        f"node {other.name} is already the live primary of cluster {state.cluster_id} "
-                        f"(heard from {other.heartbeat_age_s:.0f} s ago)",
-                        hint="join this node with --is_secondary_node, or stop the other primary first",
-                    )
-            elif not any(n.role == "primary" for n in nodes(conn, schema)):
-                raise NotConfigured(f"cluster {state.cluster_id} on {target.describe()} has no primary node",
-                                    hint="redirect the primary node first (--is_primary_node)")
+        try:
+            state, action = _inspect(conn, request, target, schema)
+            if action != "deploy":
+                _check_cluster(conn, state, request, active, target)
+                _check_primary(conn, state, request, target, schema, me)
+        except psycopg_error() as exc:
+            from appliance.db.connect import error_from_exception
+
+            raise error_from_exception(exc, target, action="checking the database") from None
     return Plan(request, target, schema, me, origin, active, state, server, action)
 
 
-def _decide(state: SchemaState, request: Request, schema: str) -> str:
+def psycopg_error() -> type[Exception]:
+    import psycopg
+
+    return psycopg.Error
+
+
+def _inspect(conn: psycopg.Connection[Any], request: Request, target: DbTarget, schema: str) -> tuple[SchemaState, str]:
+    """Classify the target's schema and check the privileges the action needs (reads only)."""
+    from appliance.db import schema as S
+
+    # Reading the state of an existing schema needs USAGE on it and SELECT on its meta table.
+    _refuse_missing(request, target, S.missing_read_privileges(conn, schema))
+    state = S.read_state(conn, schema)
+    action = _decide(state, request, schema, target)
+    _refuse_missing(request, target, S.missing_privileges(conn, schema, create=action == "deploy"))
+    if action == "upgrade" and not S.owns_schema(conn, schema):
+        raise NotConfigured(f"user {request.user} does not own schema {schema} (on {target.describe()}), "
+                            "so it cannot upgrade it", hint="redirect with the account that owns the schema")
+    return state, action
+
+
+def _refuse_missing(request: Request, target: DbTarget, missing: list[str]) -> None:
+    if missing:
+        raise NotConfigured(f"user {request.user} lacks {'; '.join(missing)} (on {target.describe()})",
+                            hint="grant it, or use the database owner's account")
+
+
+def _check_primary(conn: psycopg.Connection[Any], state: SchemaState, request: Request, target: DbTarget,
+                   schema: str, me: NodeIdentity) -> None:
+    from appliance.db.cluster import live_primary, nodes
+
+    if request.role == "primary":
+        other = live_primary(conn, schema, exclude=me.node_id)
+        if other is not None:
+            raise Conflict(
+                f"node {other.name} is already the live primary of cluster {state.cluster_id} "
+                f"(heard from {other.heartbeat_age_s:.0f} s ago), on {target.describe()}",
+                hint="join this node with --is_secondary_node, or stop the other primary first",
+            )
+    elif not any(n.role == "primary" for n in nodes(conn, schema)):
+        raise NotConfigured(f"cluster {state.cluster_id} on {target.describe()} has no primary node",
+                            hint="redirect the primary node first (--is_primary_node)")
+
+
+
+
+def _decide(state: SchemaState, request: Request, schema: str, target: DbTarget) -> str:
     from appliance.db.schema import StateKind
 
     kind = state.kind
     if kind is StateKind.ABSENT:
         if request.role != "primary":
-            raise NotConfigured(f"schema {schema} is not deployed on this database",
+            raise NotConfigured(f"schema {schema} is not deployed on {target.describe()}",
                                 hint="redirect the primary node first (--is_primary_node); it deploys the schema")
         return "deploy"
     if kind is StateKind.NEWER:
         raise NotConfigured(
-            f"the database's schema v{state.version} (product {state.product_version}) is newer than this "
-            f"appliance (schema v{_latest()}, product {__version__}); nothing was changed",
+            f"the schema v{state.version} (product {state.product_version}) on {target.describe()} is newer than "
+            f"this appliance (schema v{_latest()}, product {__version__}); nothing was changed",
             hint="upgrade this appliance first",
         )
     if kind is StateKind.OLDER:
         if request.role != "primary" or not request.upgrade:
             raise NotConfigured(
-                f"the database's schema v{state.version} is older than this appliance's v{_latest()}",
+                f"the schema v{state.version} on {target.describe()} is older than this appliance's v{_latest()}",
                 hint="redirect the primary with --upgrade_schema to upgrade it (secondaries follow)",
             )
         return "upgrade"
     if kind in (StateKind.FOREIGN, StateKind.DRIFT):
-        raise Conflict(f"{state.describe()}; nothing was changed",
+        raise Conflict(f"{state.describe()}, on {target.describe()}; nothing was changed",
                        hint="use an empty database (or another --db_prefix), or restore the schema as deployed")
     return "verify"
 
 
 def _check_cluster(conn: psycopg.Connection[Any], state: SchemaState, request: Request, active: ActiveTarget,
-                   schema: str) -> None:
+                   target: DbTarget) -> None:
     row = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()
     sysid = row[0] if row else None
     if request.role == "standby" and state.system_identifier and sysid != state.system_identifier:
         raise Conflict(
-            f"this database server (system id {sysid}) is not the one cluster {state.cluster_id} was deployed on "
-            f"(system id {state.system_identifier}): it is a copy or another cluster",
+            f"the database server of {target.describe()} (system id {sysid}) is not the one cluster "
+            f"{state.cluster_id} was deployed on (system id {state.system_identifier}): it is a copy or another "
+            "cluster",
             hint="point the secondary at the same database server (or its replica set) as the primary",
         )
     if request.role == "standby" and not active.local and active.cluster_id != state.cluster_id:
         raise Conflict(
-            f"this node belongs to cluster {active.cluster_id}; the target is cluster {state.cluster_id}",
+            f"this node belongs to cluster {active.cluster_id}; the target {target.describe()} is cluster "
+            f"{state.cluster_id}",
             hint="a node joins one cluster; redirect the primary of that cluster first, or use the same database",
         )
 
@@ -281,7 +320,7 @@ def _database_step(config: Config, plan: Plan, clock: Clock, journal: _Journal) 
             yield _line(clock, "INFO", note[0].upper() + note[1:])
         try:
             state = S.read_state(conn, plan.schema)  # again, under the lock: another node may just have acted
-            action = _decide(state, plan.request, plan.schema)
+            action = _decide(state, plan.request, plan.schema, plan.target)
             with conn.transaction():
                 if action == "deploy":
                     yield _line(clock, "INFO", f"Deploying database schema {plan.schema} v{S.latest_version()}")
@@ -294,7 +333,7 @@ def _database_step(config: Config, plan: Plan, clock: Clock, journal: _Journal) 
                     yield _line(clock, "INFO", f"Verified database schema {plan.schema} v{state.version}")
                     cluster_id = state.cluster_id or ""
                 if action != "deploy":
-                    _check_cluster(conn, state, plan.request, plan.active, plan.schema)
+                    _check_cluster(conn, state, plan.request, plan.active, plan.target)
                 yield _line(clock, "INFO", f"Registering node {plan.me.name} as {plan.request.role}")
                 done = register(conn, plan.schema, plan.me, role=plan.request.role, product_version=__version__)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from appliance.errors import ExitStatus
@@ -22,7 +23,6 @@ _SLACK_S = 5.0
 
 def ping(ctx: Context, args: Args) -> Stream:
     import subprocess  # imported here: the module table loads on every start, ping rarely runs
-    import threading
 
     host, count, timeout = args["host"], args["count"], args["timeout"]
     # -n: numeric output; -c/-W: our bounded values; "--": the host can never be read as an option
@@ -36,19 +36,18 @@ def ping(ctx: Context, args: Args) -> Stream:
 
     def lines() -> Iterator[str]:
         nonlocal replies
+        assert proc.stdout is not None
         # A hard cap on the whole run: one second per probe, the last reply's wait, and slack.
-        cap = threading.Timer(count + timeout + _SLACK_S, proc.kill)
-        cap.daemon = True
-        cap.start()
-        try:
-            for line in _lines_of(proc):
-                replies += " bytes from " in line
-                yield line
-        finally:
-            cap.cancel()
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=_SUMMARY_WAIT_S)
+        with _deadline(count + timeout + _SLACK_S, proc), _ctrl_c_stops(proc):
+            try:
+                for line in proc.stdout:
+                    replies += " bytes from " in line
+                    yield line.rstrip("\n")
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait(timeout=_SUMMARY_WAIT_S)
+                proc.stdout.close()
 
     def status() -> ExitStatus:
         return ExitStatus.OK if replies else ExitStatus.FAILED
@@ -56,46 +55,49 @@ def ping(ctx: Context, args: Args) -> Stream:
     return Stream(lines(), status)
 
 
-def _lines_of(proc: subprocess.Popen[str]) -> Iterator[str]:
-    """The child's output lines; Ctrl-C makes the child stop and print its summary, which is kept.
+@contextmanager
+def _deadline(seconds: float, proc: subprocess.Popen[str]) -> Iterator[None]:
+    import threading
 
-    The pipe is read on a helper thread: a KeyboardInterrupt that lands inside a text-mode read
-    can drop the chunk being read (here: ping's summary), while one landing in a queue wait loses
-    nothing.
+    timer = threading.Timer(seconds, proc.kill)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+@contextmanager
+def _ctrl_c_stops(proc: subprocess.Popen[str]) -> Iterator[None]:
+    """While the child runs, Ctrl-C asks it to stop (SIGINT) instead of interrupting the shell.
+
+    The child then prints its summary, which the user asked for by pressing Ctrl-C, and its output
+    is read to the end. On a terminal it got the same SIGINT already; from -c or SSH it may not have.
+    If it does not stop within a few seconds it is killed.
     """
-    import queue
     import signal
     import threading
 
-    out: queue.Queue[str | None] = queue.Queue()
+    stopper = threading.Timer(_SUMMARY_WAIT_S, proc.kill)
+    stopper.daemon = True
 
-    def pump() -> None:
-        assert proc.stdout is not None
-        with proc.stdout:
-            for line in proc.stdout:
-                out.put(line.rstrip("\n"))
-        out.put(None)
+    def forward(signum: int, frame: object) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            if not stopper.is_alive():
+                stopper.start()
 
-    threading.Thread(target=pump, daemon=True, name="child-output").start()
-    interrupted = False
-    while True:
-        try:
-            line = out.get(timeout=_SUMMARY_WAIT_S) if interrupted else out.get()
-        except queue.Empty:
-            proc.kill()  # it did not stop on SIGINT in time
-            return
-        except KeyboardInterrupt:
-            if interrupted:
-                raise  # a second Ctrl-C: stop now
-            interrupted = True
-            # On a terminal the child got the same SIGINT; from -c or SSH it may not have. Either way
-            # it stops and prints its statistics, which the user asked for by pressing Ctrl-C.
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-            continue
-        if line is None:
-            return
-        yield line
+    try:
+        previous = signal.signal(signal.SIGINT, forward)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        stopper.cancel()
 
 
 GROUPS = {"execute": "run a network tool"}

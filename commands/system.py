@@ -18,7 +18,7 @@ def get_hostname(ctx: Context, args: Args) -> Result:
 
 def set_hostname(ctx: Context, args: Args) -> Result:
     backend = backend_for(ctx.config)
-    old, new = backend.get(), args["name"]
+    old, new = backend.get(), args["hostname"]
     backend.set(new)
     return Result(message=f"Hostname changed from {old} to {new}.", data={"hostname": new, "previous": old})
 
@@ -69,7 +69,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
         ("system", "set", "hostname"),
         "change this node's hostname (the prompt follows at once)",
         set_hostname,
-        params=(Param("name", "the new hostname", HostName(), flag=False, required=True),),
+        params=(Param("hostname", "the new hostname", HostName(), flag=False, required=True),),
         changes_state=True,
         confirm=True,
         detail="The name is one RFC 1123 label: 1-63 letters, digits or hyphens, not starting or\n"

@@ -278,7 +278,7 @@ def missing_privileges(conn: psycopg.Connection[Any], schema: str, *, create: bo
     if create:
         row = conn.execute("SELECT has_database_privilege(current_database(), 'CREATE')").fetchone()
         if not (row and row[0]):
-            missing.append("CREATE on the database (needed to create the schema)")
+            missing.append("CREATE on the database (to create the schema)")
         return missing
     row = conn.execute("SELECT has_schema_privilege(%s, 'USAGE')", (schema,)).fetchone()
     if not (row and row[0]):
@@ -293,6 +293,21 @@ def missing_privileges(conn: psycopg.Connection[Any], schema: str, *, create: bo
         if rows:
             missing.append(f"{'/'.join(r[0] for r in rows)} on {schema}.{table}")
     return missing
+
+
+def missing_read_privileges(conn: psycopg.Connection[Any], schema: str) -> list[str]:
+    """What the connected role lacks to read the state of an existing ``schema`` ([] if it is absent)."""
+    if _namespace(conn, schema) is None:
+        return []
+    row = conn.execute("SELECT has_schema_privilege(%s, 'USAGE')", (schema,)).fetchone()
+    if not (row and row[0]):
+        return [f"USAGE on schema {schema}"]
+    meta = f"{schema}.meta"
+    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (meta,)).fetchone()
+    if not (exists and exists[0]):
+        return []  # no meta table: read_state reports the schema as foreign or absent, from the catalog
+    row = conn.execute("SELECT has_table_privilege(%s, 'SELECT')", (meta,)).fetchone()
+    return [] if row and row[0] else [f"SELECT on {meta}"]
 
 
 def owns_schema(conn: psycopg.Connection[Any], schema: str) -> bool:

@@ -137,6 +137,12 @@ class Dispatcher:
             )
         env.stdout.write(CONFIRM_QUESTION)
         env.stdout.flush()
+        timeout = self.ctx.config.shell.idle_timeout_s
+        if timeout and not _readable_within(env.stdin, timeout):
+            # An unattended question must not stay open for whoever comes to the terminal later.
+            env.stdout.write("\n")
+            self.ctx.logout = self.mode == "interactive"
+            raise ConfirmationRefused(f"no answer within {timeout} s: nothing was changed")
         answer = env.stdin.readline()
         if not answer:
             env.stdout.write("\n")
@@ -153,6 +159,17 @@ class Dispatcher:
         import logging
 
         logging.getLogger(__name__).error("internal error running %r:\n%s", self.mask(line), text)
+
+
+def _readable_within(stream: Any, seconds: float) -> bool:
+    """True if ``stream`` has input within ``seconds`` (always True for streams without a descriptor)."""
+    import select
+
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return True
+    return bool(select.select([fd], [], [], seconds)[0])
 
 
 def _user(environ: Any) -> str:

@@ -21,6 +21,7 @@ from appliance.errors import ApplianceError, ExitStatus, UsageError
 from appliance.shell.env import Env
 
 if TYPE_CHECKING:
+    from appliance.config import Config
     from appliance.shell.dispatch import Dispatcher
 
 USAGE = """usage: appliance-shell [--config PATH] [-c COMMAND]
@@ -79,16 +80,21 @@ def run(argv: Sequence[str], env: Env) -> int:
         return stop.status
     if command is None and env.environ.get("SSH_ORIGINAL_COMMAND"):
         command = env.environ["SSH_ORIGINAL_COMMAND"]
-    if command is not None and _is_transfer(command):
-        return ExitStatus.FAILED
     from appliance.config import config_path, load_config
     from appliance.shell.render import render_error
 
+    transfer = command is not None and _is_transfer(command)
     try:
         config = load_config(config_path(config_arg, env.environ))
     except ApplianceError as exc:
+        if transfer:
+            return ExitStatus.FAILED  # silent, as below
         render_error(exc, env.stderr)
         return ExitStatus.USAGE if isinstance(exc, UsageError) else ExitStatus.FAILED
+    if transfer:
+        assert command is not None
+        _audit_refused_transfer(config, env, command)
+        return ExitStatus.FAILED
     from appliance.shell.context import Context
     from appliance.shell.dispatch import Dispatcher
     from commands import build_registry
@@ -103,6 +109,17 @@ def run(argv: Sequence[str], env: Env) -> int:
     from appliance.shell.repl import run_repl
 
     return run_repl(Context(config, env, registry, interactive=True))
+
+
+def _audit_refused_transfer(config: Config, env: Env, command: str) -> None:
+    from appliance.config import environ_user
+    from appliance.masking import mask_line
+    from appliance.shell.audit import AuditLog, AuditRecord
+
+    AuditLog(config, env.stderr).write(AuditRecord(
+        time=env.clock.now().isoformat(), user=environ_user(env.environ), origin=env.origin, mode="command",
+        line=mask_line(command, ()), status=int(ExitStatus.FAILED), duration_ms=0, accepted=False,
+    ))
 
 
 def run_batch(dispatcher: Dispatcher) -> int:

@@ -83,7 +83,7 @@ def _convert(param: Param, text: str) -> Any:
     try:
         return param.type.parse(text)
     except ValueError as exc:
-        label = param.option if param.flag else param.type.metavar
+        label = param.option if param.flag else param.name
         # The value itself is not echoed: it may be a secret, and the user can see what they typed.
         raise UsageError(f"{label} {exc}", hint=f"usage: {_usage_of(param)}") from None
 

@@ -23,7 +23,11 @@ _QUOTE_HINT = "quote the value ('like this') to use it as plain text; this shell
 
 @dataclass(frozen=True)
 class Word:
-    """A word of the command line; ``quoted`` if any part of it was quoted or escaped."""
+    """A word of the command line; ``quoted`` if it starts with a quote or an escape.
+
+    Only the start matters: a quoted word is never a command word or a flag (``'--count'`` is a
+    value), while ``--count='1'`` is the flag ``--count`` with a quoted value.
+    """
 
     text: str
     quoted: bool
@@ -84,15 +88,15 @@ def split_words(line: str, *, partial: bool = False) -> list[Word]:
             if end < 0:
                 if partial:
                     buf.append(line[i + 1 :])
-                    quoted = True
+                    quoted = quoted or i == start
                     break
                 raise UsageError("unterminated single quote", hint="close the quote with '")
             buf.append(line[i + 1 : end])
-            quoted = True
+            quoted = quoted or i == start
             i = end + 1
         elif char == '"':
+            quoted = quoted or i == start
             i += 1
-            quoted = True
             closed = False
             while i < n:
                 c = line[i]
@@ -115,7 +119,7 @@ def split_words(line: str, *, partial: bool = False) -> list[Word]:
                     break
                 raise UsageError("the line ends with a backslash", hint="remove it or quote the value")
             buf.append(line[i + 1])
-            quoted = True
+            quoted = quoted or i == start
             i += 2
         elif char in METACHARACTERS or (char == "#" and not buf):
             raise UsageError(f"'{char}' is not allowed outside quotes (position {i + 1})", hint=_QUOTE_HINT)

@@ -152,7 +152,7 @@ class IpAddress(ParamType):
 class HostName(ParamType):
     """A single-label hostname for this node."""
 
-    metavar: str = "<NAME>"
+    metavar: str = "<HOSTNAME>"
 
     def parse(self, text: str) -> str:
         return check_single_label(text)
@@ -171,6 +171,8 @@ class Host(ParamType):
             return str(ipaddress.ip_address(text))
         except ValueError:
             pass
+        if text.startswith("[") and text.endswith("]"):
+            raise ValueError("is in brackets: write an IPv6 address without them (the port is a separate option)")
         return check_hostname(text)
 
 
@@ -185,10 +187,9 @@ class HostList(ParamType):
         items = text.split(",")
         if len(items) > self.max_items:
             raise ValueError(f"may list at most {self.max_items} hosts")
-        hosts = tuple(Host().parse(item.strip()) for item in items)
-        if len(set(hosts)) != len(hosts):
-            raise ValueError("lists the same host twice")
-        return hosts
+        # The same host may appear twice with different ports (a primary and a standby on one machine);
+        # duplicate host:port pairs are refused where the ports are known.
+        return tuple(Host().parse(item.strip()) for item in items)
 
 
 @dataclass(frozen=True)

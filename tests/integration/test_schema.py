@@ -150,7 +150,7 @@ def test_privileges(db, pg_primary):
         assert "SELECT/INSERT/UPDATE/DELETE on appliance.lease" in missing
         conn.execute(sql.SQL("REVOKE CREATE ON DATABASE {} FROM PUBLIC").format(sql.Identifier(dbname)))
         assert S.missing_privileges(weak, "appliance", create=True) == [
-            "CREATE on the database (needed to create the schema)"]
+            "CREATE on the database (to create the schema)"]
         assert not S.owns_schema(weak, "appliance")
     assert S.owns_schema(conn, "appliance")
     pg_primary.sql(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)), dbname=dbname)

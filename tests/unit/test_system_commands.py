@@ -35,7 +35,7 @@ def test_invalid_hostnames_are_refused_before_anything_changes(tmp_path, name):
     d, env = shell(with_state_dir(replace(Config(), hostname=HostnameConfig(backend="file")), tmp_path))
     assert d.run_line(f"system set hostname {name} --yes") == ExitStatus.USAGE
     assert not (tmp_path / "hostname").exists()
-    assert "<NAME>" in env.stderr.getvalue()  # the hostname validator refused it, not the tokenizer
+    assert "<HOSTNAME>" in env.stderr.getvalue()  # refused by the parser or the validator, not the tokenizer
 
 
 def test_etc_backend_writes_hostname_and_hosts_under_its_root(tmp_path):

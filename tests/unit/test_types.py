@@ -68,9 +68,12 @@ def test_ports():
 
 def test_host_list():
     assert HostList().parse("10.0.0.1,db2") == ("10.0.0.1", "db2")
-    for bad in ("10.0.0.1,,db2", "a,a", "-x", ",".join(["h"] * 9)):
+    assert HostList().parse("db,db") == ("db", "db")  # same host, different ports: checked with the ports
+    for bad in ("10.0.0.1,,db2", "-x", ",".join(["h"] * 9)):
         with pytest.raises(ValueError):
             HostList().parse(bad)
+    with pytest.raises(ValueError, match="without them"):
+        Host().parse("[::1]")
 
 
 def test_choice_and_identifier_and_secret():
