@@ -19,6 +19,7 @@ lint: setup
 
 bench: setup
 	.venv/bin/python bench/shell_startup.py
+	.venv/bin/python bench/redirect.py
 
 readme: setup
 	.venv/bin/python scripts/gen_reference.py --write

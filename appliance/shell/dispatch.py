@@ -122,7 +122,7 @@ class Dispatcher:
                     f"{option} is required when there is no terminal to ask on",
                     hint=f"pass {option} - and write the value on standard input",
                 )
-            secret = env.getpass(f"{option[2:]}: ")
+            secret = env.getpass(f"{option[2:]} (not shown): ")
             if not secret:
                 raise UsageError(f"{option}: no value entered")
             return secret
