@@ -1,0 +1,137 @@
+"""The HA decision: a pure function of a cluster snapshot, this node's local state and its clock.
+
+No I/O, no clock reads: :func:`decide` is given ``now`` (this node's monotonic clock) and returns an
+:class:`~appliance.ha.model.Decision` with a one-line reason; the runtime carries it out.
+
+Timing (I = keepalive interval, a cluster setting):
+* the lease lasts ``2·I`` from each renewal (by the database clock), and the holder renews every I;
+* the holder acts as primary only until ``renewal start + 1.5·I`` on its own monotonic clock, so it
+  has stopped (self-fenced) half an interval before anyone else can take the lease, even if it was
+  paused, starved or cut off;
+* a node is online while its last heartbeat is at most ``2·I`` old (database clock);
+* when the lease expires, only the highest-priority online node (ties: lowest node id) takes it, with
+  a compare-and-set on the epoch; the previous holder, if still online, is preferred (no needless
+  switch after a database outage); a planned successor (``handover_to``) takes it at once.
+"""
+
+from __future__ import annotations
+
+from appliance.ha.model import Action, ClusterView, Decision, Local, NodeState, NodeStatus
+
+LEASE_TTL_FACTOR = 2.0  # lease lifetime, in keepalive intervals
+TRUST_FACTOR = 1.5  # how long the holder may act after the start of a successful renewal
+WAKE_SLACK_S = 0.05  # a standby next in line wakes this long after the lease's expiry
+
+
+def lease_ttl_s(keepalive_s: float) -> float:
+    return LEASE_TTL_FACTOR * keepalive_s
+
+
+def trust_s(keepalive_s: float) -> float:
+    return TRUST_FACTOR * keepalive_s
+
+
+def decide(view: ClusterView | None, local: Local, now: float) -> Decision:
+    """Decide what this node does now.
+
+    :param view: the snapshot, or None when the store could not be read.
+    :param local: this node's own state.
+    :param now: this node's monotonic clock.
+    """
+    trusted = local.trusted_until is not None and now < local.trusted_until
+    if view is None:
+        if local.acting and not trusted:
+            return Decision(Action.DEMOTE, "the database is unreachable and the trust window has ended: stepping down")
+        if local.acting:
+            left = (local.trusted_until or now) - now
+            return Decision(Action.STAY, f"the database is unreachable; still trusted for {left:.1f} s",
+                            wake_in_s=max(0.0, min(left, 1.0)))
+        return Decision(Action.STAY, "the database is unreachable; waiting for it")
+    if local.acting and not trusted:
+        # Checked before anything else: after a pause the lease may already belong to someone else.
+        return Decision(Action.DEMOTE, "the trust window ended before a renewal succeeded: stepping down")
+
+    lease = view.lease
+    keepalive = view.keepalive_s
+    me = view.node(local.node_id)
+    holder = view.node(lease.holder) if lease.holder else None
+    holder_name = holder.name if holder else (lease.holder or "nobody")
+    if me is None:
+        if local.acting:
+            return Decision(Action.DEMOTE, "this node is no longer registered in the cluster: stepping down")
+        return Decision(Action.STAY, "this node is not registered in the cluster")
+
+    if local.stopping or me.admin_state == "stopped":
+        why = "stopping" if local.stopping else "taken out of the cluster (STOP)"
+        if lease.holder == me.node_id and not lease.expired:
+            successor = _best_other(view, me.node_id)
+            return Decision(Action.RESIGN, f"{why}: handing the lease over to "
+                            f"{successor.name if successor else 'whoever is next'}",
+                            expected_epoch=lease.epoch, target=successor.node_id if successor else None)
+        if local.acting:
+            return Decision(Action.DEMOTE, f"{why}: stepping down")
+        return Decision(Action.STAY, why)
+
+    if lease.holder == me.node_id:
+        if local.epoch is not None and local.epoch != lease.epoch:
+            return Decision(Action.DEMOTE, f"the lease moved to epoch {lease.epoch} without this node: stepping down")
+        if lease.handover_to and lease.handover_to != me.node_id:
+            target = view.node(lease.handover_to)
+            if target is not None and target.admin_state == "active" and view.online(target):
+                return Decision(Action.RESIGN, f"switchover requested: handing the lease over to {target.name}",
+                                expected_epoch=lease.epoch, target=target.node_id)
+        return Decision(Action.RENEW, f"primary (epoch {lease.epoch}): renewing the lease",
+                        expected_epoch=lease.epoch, wake_in_s=keepalive)
+
+    if local.acting:
+        return Decision(Action.DEMOTE, f"the lease is held by {holder_name} (epoch {lease.epoch}): stepping down")
+
+    if not lease.expired:
+        nxt = view.candidates()
+        first = bool(nxt) and nxt[0].node_id == me.node_id
+        wake = min(keepalive, max(0.0, (lease.remaining_s or 0.0)) + WAKE_SLACK_S) if first else keepalive
+        return Decision(Action.STAY, f"standby: {holder_name} is primary (epoch {lease.epoch})", wake_in_s=wake)
+
+    # The lease is free or expired.
+    if lease.handover_to == me.node_id:
+        return Decision(Action.ACQUIRE, f"the lease was handed over to this node by {holder_name}",
+                        expected_epoch=lease.epoch)
+    if lease.handover_to is not None:
+        target = view.node(lease.handover_to)
+        if target is not None and target.admin_state == "active" and view.online(target):
+            return Decision(Action.STAY, f"handover to {target.name} in progress", wake_in_s=keepalive / 4)
+    if view.maintenance:
+        return Decision(Action.STAY, "maintenance mode: automatic failover is paused", wake_in_s=keepalive)
+    if local.grace_until is not None and now < local.grace_until:
+        return Decision(Action.STAY, "grace window after a database failover: nobody is judged dead yet",
+                        wake_in_s=min(keepalive, local.grace_until - now))
+    candidates = view.candidates()
+    if holder is not None and holder in candidates:
+        # Still online: it will renew (after a database outage, say); switching would gain nothing.
+        return Decision(Action.STAY, f"the lease of {holder.name} lapsed but it is online: waiting for it to renew",
+                        wake_in_s=keepalive / 2)
+    if not candidates:
+        return Decision(Action.STAY, "no node is online to take the lease", wake_in_s=keepalive)
+    best = candidates[0]
+    if best.node_id == me.node_id:
+        was = f"held by {holder_name}, epoch {lease.epoch}" if lease.holder else f"free, epoch {lease.epoch}"
+        return Decision(Action.ACQUIRE, f"taking over: the lease is {was}, and this node is the "
+                        "highest-priority online node", expected_epoch=lease.epoch)
+    return Decision(Action.STAY, f"{best.name} is first in line to take over", wake_in_s=keepalive)
+
+
+def _best_other(view: ClusterView, node_id: str) -> NodeState | None:
+    return next((n for n in view.candidates() if n.node_id != node_id), None)
+
+
+def status_of(view: ClusterView, node: NodeState) -> NodeStatus:
+    """The state shown to the admin for ``node``."""
+    if node.admin_state == "stopped":
+        return NodeStatus.STOP
+    lease = view.lease
+    if lease.holder == node.node_id and not lease.expired:
+        others = [n for n in view.candidates() if n.node_id != node.node_id]
+        return NodeStatus.PRIM if others else NodeStatus.ALONE
+    if view.online(node):
+        return NodeStatus.SECOND
+    return NodeStatus.WAIT

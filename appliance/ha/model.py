@@ -1,0 +1,118 @@
+"""The HA core's data: an immutable snapshot of the cluster, this node's local state, and decisions.
+
+Times in a snapshot are *ages and remainders computed by the database clock* (``now() - x``), so no
+decision ever compares this node's clock with another's. Local deadlines are on this node's
+monotonic clock.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """One registered app node as seen in a snapshot."""
+
+    node_id: str
+    name: str
+    priority: int
+    role: str  # primary | standby (as registered; the lease says who leads)
+    admin_state: str  # active | stopped (taken out of the cluster by the admin)
+    heartbeat_age_s: float | None  # now() - last_heartbeat, by the DB clock; None: never
+    heartbeat_seq: int
+
+
+@dataclass(frozen=True)
+class Lease:
+    holder: str | None
+    epoch: int  # fencing token: grows with every change of holder
+    remaining_s: float | None  # expires_at - now(), by the DB clock; negative once expired; None: never set
+    handover_to: str | None  # a planned successor (switchover, clean stop)
+
+    @property
+    def expired(self) -> bool:
+        return self.holder is None or self.remaining_s is None or self.remaining_s <= 0
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """Everything a decision needs, read in one transaction."""
+
+    nodes: tuple[NodeState, ...]
+    lease: Lease
+    keepalive_s: float  # the interval nodes heartbeat and renew at now
+    maintenance: bool
+    # The interval liveness is judged by: the longer of the old and new one while a change of the
+    # keepalive interval propagates, so nobody is judged dead by a node that has not adopted it yet.
+    judge_keepalive_s: float | None = None
+
+    def node(self, node_id: str) -> NodeState | None:
+        return next((n for n in self.nodes if n.node_id == node_id), None)
+
+    def online(self, node: NodeState) -> bool:
+        """Heard from within two keepalive intervals (by the DB clock)."""
+        interval = self.judge_keepalive_s or self.keepalive_s
+        return node.heartbeat_age_s is not None and node.heartbeat_age_s <= 2 * interval
+
+    def candidates(self) -> list[NodeState]:
+        """Nodes that may lead, best first: online, in the cluster; highest priority, then lowest id."""
+        eligible = [n for n in self.nodes if n.admin_state == "active" and self.online(n)]
+        return sorted(eligible, key=lambda n: (-n.priority, n.node_id))
+
+
+@dataclass(frozen=True)
+class Local:
+    """What this node knows about itself, on its own clock.
+
+    :param acting: this node's primary-only services are running (it acts as primary).
+    :param epoch: the lease epoch this node holds, if it believes it holds one.
+    :param trusted_until: monotonic deadline up to which it may act as primary: anchored at the
+        *start* of the last successful renewal, so it always ends before the lease can expire.
+    :param stopping: a clean stop was requested (SIGTERM): resign and hand over.
+    :param grace_until: monotonic deadline of a grace window (after a DB failover) during which no
+        other node is judged dead.
+    """
+
+    node_id: str
+    acting: bool = False
+    epoch: int | None = None
+    trusted_until: float | None = None
+    stopping: bool = False
+    grace_until: float | None = None
+
+
+class Action(enum.Enum):
+    STAY = "stay"  # nothing to change
+    RENEW = "renew"  # holder: extend the lease (and start acting if not yet)
+    ACQUIRE = "acquire"  # take the lease with a compare-and-set on its epoch, then act
+    DEMOTE = "demote"  # stop acting as primary now (lost the lease, or the trust window ended)
+    RESIGN = "resign"  # stop acting, then release the lease to ``target`` (clean stop, switchover)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do now, and why (one line, logged by the agent).
+
+    :param expected_epoch: for ACQUIRE/RENEW/RESIGN, the epoch the compare-and-set must find.
+    :param target: for RESIGN, the node the lease is handed to (None: whoever is best).
+    :param wake_in_s: when to decide again at the latest (a standby next in line wakes as the lease
+        expires rather than a whole interval later).
+    """
+
+    action: Action
+    reason: str
+    expected_epoch: int | None = None
+    target: str | None = None
+    wake_in_s: float | None = None
+
+
+class NodeStatus(enum.Enum):
+    """Node states shown to the admin (after Milestone's)."""
+
+    PRIM = "PRIM"  # primary with a healthy standby
+    ALONE = "ALONE"  # primary with no online standby: no redundancy
+    SECOND = "SECOND"  # standby
+    STOP = "STOP"  # taken out of the cluster by the admin
+    WAIT = "WAIT"  # starting, or waiting for the database or the lease
