@@ -319,6 +319,7 @@ def _database_step(config: Config, plan: Plan, clock: Clock, journal: _Journal) 
         for note in S.acquire_deploy_lock(conn, plan.schema, wait_s=config.database.lock_wait_s, clock=clock):
             yield _line(clock, "INFO", note[0].upper() + note[1:])
         try:
+            registered_at = clock.monotonic()  # anchors the trust window of the lease registration takes
             state = S.read_state(conn, plan.schema)  # again, under the lock: another node may just have acted
             action = _decide(state, plan.request, plan.schema, plan.target)
             with conn.transaction():
@@ -344,6 +345,14 @@ def _database_step(config: Config, plan: Plan, clock: Clock, journal: _Journal) 
                                                                       clock=clock), again.transaction():
                     undo_registration(again, plan.schema, plan.me, done)
 
+            if plan.request.role == "primary" and done.lease_after.holder == plan.me.node_id:
+                # The primary-only services may act until the agent renews the lease it now holds.
+                from appliance.ha.decide import trust_s
+                from appliance.ha.fence import FileFence, fence_path
+
+                fence = FileFence(fence_path(config.paths.state_dir))
+                fence.grant(registered_at + trust_s(done.keepalive_s), done.lease_after.epoch)
+                journal.add("closed the fence of the primary-only services", fence.revoke)
             what = "removed this node's registration" if done.previous is None else "restored this node's registration"
             journal.add(what + (" (the deployed, empty schema stays)" if action == "deploy" else ""), undo)
         finally:

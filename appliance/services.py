@@ -18,6 +18,8 @@ from appliance.config import Config, ProcessService
 from appliance.errors import CommandFailed
 
 ROLES = ("primary", "standby")
+_RESET_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGHUP,
+                  signal.SIGTERM, signal.SIGPIPE)
 
 
 class ServiceManager(ABC):
@@ -53,6 +55,7 @@ class ProcessServices(ServiceManager):
         self.stop_timeout_s = config.services.stop_timeout_s
         self.config_path = config.source
         self.clock = clock or SystemClock()
+        self.config = config
 
     def _pidfile(self, service: ProcessService) -> Path:
         return self.run_dir / f"{service.name}.pid"
@@ -68,7 +71,8 @@ class ProcessServices(ServiceManager):
         return [s.name for s in self.services if self._pid(s) is not None]
 
     def start(self, role: str) -> list[str]:
-        import subprocess
+        from appliance.ha.fence import fence_path
+        from appliance.hostname import backend_for
 
         started = []
         for service in self.services:
@@ -80,15 +84,27 @@ class ProcessServices(ServiceManager):
                 continue
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "APPLIANCE_ROLE": role}
+            env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "APPLIANCE_ROLE": role,
+                   "APPLIANCE_FENCE_FILE": str(fence_path(self.config.paths.state_dir)),
+                   "APPLIANCE_NODE": backend_for(self.config).get()}
             if self.config_path is not None:
                 env["APPLIANCE_CONFIG"] = str(self.config_path)
-            with open(self.log_dir / f"{service.name}.log", "ab") as log:
-                proc = subprocess.Popen(
-                    list(service.command), stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-                    close_fds=True, start_new_session=True,  # its own session: a Ctrl-C in the shell is not its
-                )
-            _write_pid(self._pidfile(service), proc.pid)
+            log = str(self.log_dir / f"{service.name}.log")
+            # posix_spawn, not fork+exec with preexec_fn: its own session (a Ctrl-C at the shell is not
+            # the service's), and the signals the shell ignores (Ctrl-Z, Ctrl-\, Ctrl-C during a
+            # rollback) reset to their defaults, since ignored signals survive exec.
+            pid = os.posix_spawn(
+                service.command[0], list(service.command), env,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644),
+                    (os.POSIX_SPAWN_DUP2, 1, 2),
+                ],
+                setsid=True,
+                setsigdef=_RESET_SIGNALS,
+                setsigmask=(),
+            )
+            _write_pid(self._pidfile(service), pid)
             started.append(service.name)
         return started
 

@@ -45,6 +45,8 @@ class Registration:
     previous_addresses: tuple[str, ...]
     demoted: NodeRow | None  # a dead primary this registration demoted
     lease_before: LeaseRow
+    lease_after: LeaseRow
+    keepalive_s: int
 
 
 def _q(schema: str, text: str) -> Any:
@@ -146,7 +148,7 @@ def register(
     elif lease_before.holder == me.node_id:
         # A node re-joining as standby must not keep the lease it held as primary.
         conn.execute(_q(schema, "UPDATE {s}.lease SET holder = NULL, epoch = epoch + 1 WHERE id = 1"))
-    return Registration(previous, addresses, demoted, lease_before)
+    return Registration(previous, addresses, demoted, lease_before, lease(conn, schema), window // 2)
 
 
 def undo_registration(conn: psycopg.Connection[Any], schema: str, me: NodeIdentity, done: Registration) -> None:

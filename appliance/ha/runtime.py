@@ -8,6 +8,7 @@ sleeps; the caller waits ``decision.wake_in_s`` (bounded by the keepalive interv
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Protocol
 
 from appliance.clock import Clock
 from appliance.ha.decide import decide, lease_ttl_s, trust_s
@@ -16,11 +17,21 @@ from appliance.ha.store import HaStore, NotRegistered, StoreUnavailable
 from appliance.services import ServiceManager
 
 
+class Fence(Protocol):
+    """Tells this node's primary-only services until when they may act (see :mod:`appliance.ha.fence`)."""
+
+    def grant(self, until_monotonic: float, epoch: int) -> None: ...
+
+    def revoke(self) -> None: ...
+
+
 class Runtime:
-    def __init__(self, store: HaStore, node_id: str, services: ServiceManager, clock: Clock) -> None:
+    def __init__(self, store: HaStore, node_id: str, services: ServiceManager, clock: Clock,
+                 fence: Fence | None = None) -> None:
         self.store = store
         self.services = services
         self.clock = clock
+        self.fence = fence
         self.local = Local(node_id)
         self.view: ClusterView | None = None
         self.keepalive_s = 10.0  # until the first snapshot says otherwise
@@ -94,6 +105,7 @@ class Runtime:
             self._act()
             return Decision(Action.RENEW, f"confirmed the lease (epoch {decision.expected_epoch}): acting as primary",
                             expected_epoch=decision.expected_epoch, wake_in_s=decision.wake_in_s)
+        self._grant()
         return decision
 
     def _acquire(self, decision: Decision) -> Decision:
@@ -116,11 +128,18 @@ class Runtime:
         until = self.local.trusted_until
         return until is not None and self.clock.monotonic() < until
 
+    def _grant(self) -> None:
+        if self.fence is not None and self.local.trusted_until is not None and self.local.epoch is not None:
+            self.fence.grant(self.local.trusted_until, self.local.epoch)
+
     def _act(self) -> None:
+        self._grant()  # before the services start: they check the fence from their first moment
         self.services.start("primary")
         self.local = replace(self.local, acting=True)
 
     def _step_down(self) -> None:
+        if self.fence is not None:
+            self.fence.revoke()
         if self.local.acting:
             self.services.start("standby")  # stops the primary-only services, keeps the rest
         self.local = replace(self.local, acting=False, epoch=None, trusted_until=None)
