@@ -10,9 +10,9 @@ from appliance.shell.spec import Registry
 
 
 def build_registry() -> Registry:
-    from commands import execute, redirect, session, system
+    from commands import execute, ha, redirect, session, system
 
-    modules = (session, system, execute, redirect)
+    modules = (session, system, execute, redirect, ha)
     groups: dict[str, str] = {}
     for module in modules:
         groups.update(module.GROUPS)

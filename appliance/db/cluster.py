@@ -102,6 +102,8 @@ def register(
 
     :raises Conflict: another node is the live primary, or another node has this hardware id.
     """
+    # Lock order lease -> nodes, the same as the HA store's takeover, so the two never deadlock.
+    conn.execute(_q(schema, "SELECT 1 FROM {s}.lease WHERE id = 1 FOR UPDATE"))
     everyone = nodes(conn, schema, lock=True)
     previous = next((n for n in everyone if n.node_id == me.node_id), None)
     twin = next((n for n in everyone if n.hardware_id == me.hardware_id and n.node_id != me.node_id), None)

@@ -77,8 +77,9 @@ class InMemoryStore(HaStore):
         with self._lock:
             self._row(node_id)
             now = self.clock.now()
-            free = self.holder is None or self.expires_at is None or self.expires_at <= now \
-                or self.handover_to == node_id
+            # A planned successor still waits for the holder to release (which expires the lease):
+            # taking a live lease would make two primaries.
+            free = self.holder is None or self.expires_at is None or self.expires_at <= now
             if self.epoch != expected_epoch or not free:
                 return None
             self.holder, self.epoch = node_id, self.epoch + 1
@@ -108,13 +109,21 @@ class InMemoryStore(HaStore):
             self.handover_to = target
 
     def set_admin_state(self, node_id: str, state: str) -> None:
+        if state not in ("active", "stopped"):
+            raise ValueError(f"admin state must be active or stopped, not {state!r}")
         with self._lock:
             self._row(node_id).admin_state = state
 
     def set_setting(self, key: str, value: str) -> None:
         with self._lock:
-            if key == "keepalive_interval_s":
-                self._previous_keepalive = (float(self.settings[key]), self.clock.now())
+            if key == "keepalive_interval_s" and float(self.settings[key]) != float(value):
+                now, before = self.clock.now(), float(self.settings[key])
+                if self._previous_keepalive is not None:
+                    previous, changed_at = self._previous_keepalive
+                    # Changed again while an earlier change still spreads: keep the longest interval.
+                    if (now - changed_at).total_seconds() <= 2 * max(previous, before):
+                        before = max(before, previous)
+                self._previous_keepalive = (before, now)
             self.settings[key] = value
 
     def _row(self, node_id: str) -> _Row:

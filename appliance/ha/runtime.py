@@ -78,7 +78,7 @@ class Runtime:
             try:
                 assert decision.expected_epoch is not None
                 self.store.release(self.node_id, decision.expected_epoch, decision.target)
-            except StoreUnavailable:
+            except (StoreUnavailable, NotRegistered):
                 pass  # the lease simply expires; nobody can take it before then
         return decision
 
@@ -87,7 +87,7 @@ class Runtime:
         started = self.clock.monotonic()  # the trust window is anchored at the start of the attempt
         try:
             renewed = self.store.renew(self.node_id, decision.expected_epoch, lease_ttl_s(self.keepalive_s))
-        except StoreUnavailable:
+        except (StoreUnavailable, NotRegistered):
             if self.local.acting and not self._trusted():
                 self._step_down()
                 return Decision(Action.DEMOTE, "renewal failed and the trust window has ended: stepping down")
@@ -113,7 +113,7 @@ class Runtime:
         started = self.clock.monotonic()
         try:
             epoch = self.store.try_acquire(self.node_id, decision.expected_epoch, lease_ttl_s(self.keepalive_s))
-        except StoreUnavailable:
+        except (StoreUnavailable, NotRegistered):
             return Decision(Action.STAY, "could not take the lease (database unavailable)", wake_in_s=1.0)
         if epoch is None:
             return Decision(Action.STAY, "another node took the lease first", wake_in_s=self.keepalive_s)

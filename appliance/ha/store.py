@@ -45,8 +45,9 @@ class HaStore(ABC):
 
         Must be ONE compare-and-set: ``UPDATE lease SET holder = me, epoch = epoch + 1,
         expires_at = now() + ttl, handover_to = NULL WHERE epoch = expected AND (holder IS NULL OR
-        expires_at <= now() OR handover_to = me)``. Two nodes racing can never both succeed. In the
-        same transaction the registry's roles follow (the winner ``primary``, the rest ``standby``).
+        expires_at IS NULL OR expires_at <= now())``. Two nodes racing can never both succeed, and a
+        live lease is never taken, not even by a planned successor: it waits for :meth:`release`,
+        which expires the lease. In the same transaction the registry's roles follow.
         """
 
     @abstractmethod

@@ -1,0 +1,221 @@
+"""``appliance-agent``: runs this node's HA loop in the foreground.
+
+Each tick: heartbeat, snapshot, decide, act (see :mod:`appliance.ha.runtime`), then wait until the
+decision asks to be woken (at most one keepalive interval). One log line per change of decision.
+
+* Under systemd (``NOTIFY_SOCKET``) it reports ``READY=1`` after the first tick, ``WATCHDOG=1`` every
+  tick and its state in ``STATUS=``; a hung loop is therefore restarted by systemd.
+* SIGTERM: resign (hand the lease to the best standby, services stopped first) and exit 0.
+* SIGHUP: reload the configuration and credentials.
+* It follows ``redirect``: when the credential set changes on disk, it reconnects to the new target.
+* It writes ``<state_dir>/agent-status.json`` (state, role, epoch...) for ``ha get status``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from appliance.clock import Clock, SystemClock
+from appliance.config import Config, config_path, load_config
+from appliance.errors import ApplianceError, ExitStatus
+from appliance.ha.decide import status_of
+from appliance.ha.model import Action, Decision
+from appliance.ha.runtime import Runtime
+
+if TYPE_CHECKING:
+    from appliance.db.connect import Timeouts
+
+logger = logging.getLogger("appliance.agent")
+
+
+def agent_timeouts() -> Timeouts:
+    """Short: a hung store call must end well inside the trust window, so it counts as a failed renewal."""
+    from appliance.db.connect import Timeouts
+
+    return Timeouts(connect_timeout=2.0, statement_timeout=2.0, lock_timeout=1.0, tcp_user_timeout=3.0,
+                    keepalives_idle=5, keepalives_interval=2, keepalives_count=2)
+
+
+def status_path(config: Config) -> Path:
+    return config.paths.state_dir / "agent-status.json"
+
+
+def notify(message: str) -> None:
+    """sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET, if there is one."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+    except OSError as exc:
+        logger.warning("cannot notify systemd: %s", exc.strerror)
+
+
+def credentials_generation(config: Config) -> str | None:
+    """Which credential set is current (changes when ``redirect`` switches the node)."""
+    try:
+        return os.readlink(config.credentials_dir / "current")
+    except OSError:
+        return None
+
+
+class Agent:
+    def __init__(self, config: Config, clock: Clock) -> None:
+        self.config = config
+        self.clock = clock
+        self.wake = threading.Event()
+        self.stopping = False
+        self.reload_requested = False
+        self.runtime: Runtime | None = None
+        self.generation: str | None = None
+        self.last: tuple[Action, str] | None = None
+
+    # --- wiring ----------------------------------------------------------------------------------
+
+    def connect(self) -> Runtime:
+        from appliance.ha.fence import FileFence, fence_path
+        from appliance.ha.pgstore import PgStore
+        from appliance.node import identity, read_targets
+        from appliance.services import manager_for
+
+        me = identity(self.config)
+        _origin, active = read_targets(self.config)
+        previous, previous_generation = self.runtime, self.generation
+        self.generation = credentials_generation(self.config)
+        store = PgStore(active.target, active.schema, application_name=f"appliance-agent:{me.name}"[:63],
+                        timeouts=agent_timeouts())
+        fence = FileFence(fence_path(self.config.paths.state_dir))
+        runtime = Runtime(store, me.node_id, manager_for(self.config), self.clock, fence=fence)
+        if previous is None:
+            runtime.start()
+        elif self.generation == previous_generation:
+            runtime.local = previous.local  # same target: the trust window and epoch still apply
+        # A new target (redirect): start from scratch; redirect left the services of the node's new role
+        # running, fenced until the agent confirms the lease there (or they stop by themselves).
+        logger.info("node %s (%s) on %s, schema %s, registered as %s", me.name, me.node_id,
+                    active.target.describe(), active.schema, active.role)
+        return runtime
+
+    # --- the loop --------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.runtime = self.connect()
+        ready = False
+        while True:
+            if self.stopping:
+                decision = self.runtime.stop()
+                self._log(decision)
+                self.runtime.services.stop()
+                self._write_status(decision)
+                notify("STOPPING=1")
+                return ExitStatus.OK
+            if self.reload_requested or credentials_generation(self.config) != self.generation:
+                self._reload()
+            try:
+                decision = self.runtime.tick()
+            except ApplianceError as exc:
+                decision = Decision(Action.STAY, f"tick failed: {exc.message}", wake_in_s=1.0)
+            except Exception:  # a bug: log it, keep the loop (and the trust window) going
+                logger.exception("unexpected error in the HA loop")
+                decision = Decision(Action.STAY, "internal error in the HA loop (see the log)", wake_in_s=1.0)
+            self._log(decision)
+            self._write_status(decision)
+            notify("WATCHDOG=1\nSTATUS=" + decision.reason[:200] + ("" if ready else "\nREADY=1"))
+            ready = True
+            wait = self.runtime.keepalive_s if decision.wake_in_s is None else decision.wake_in_s
+            self.wake.wait(max(0.0, min(wait, self.runtime.keepalive_s)))
+            self.wake.clear()
+
+    def _reload(self) -> None:
+        self.reload_requested = False
+        try:
+            self.config = load_config(self.config.source) if self.config.source else self.config
+            assert self.runtime is not None
+            old_store = self.runtime.store
+            self.runtime = self.connect()
+            close = getattr(old_store, "close", None)
+            if callable(close):
+                close()
+        except ApplianceError as exc:
+            logger.error("reload failed, keeping the previous configuration: %s", exc.message)
+
+    def _log(self, decision: Decision) -> None:
+        key = (decision.action, decision.reason)
+        if key != self.last:
+            level = logging.WARNING if decision.action in (Action.DEMOTE,) else logging.INFO
+            logger.log(level, "%s: %s", decision.action.value, decision.reason)
+            self.last = key
+
+    def _write_status(self, decision: Decision) -> None:
+        from appliance.hostname import write_atomic
+
+        runtime = self.runtime
+        assert runtime is not None
+        view = runtime.view
+        me = view.node(runtime.node_id) if view else None
+        doc: dict[str, Any] = {
+            "node_id": runtime.node_id,
+            "state": status_of(view, me).value if view and me else "WAIT",
+            "acting": runtime.local.acting,
+            "epoch": runtime.local.epoch,
+            "priority": me.priority if me else None,
+            "keepalive_s": runtime.keepalive_s,
+            "decision": decision.action.value,
+            "reason": decision.reason,
+            "pid": os.getpid(),
+            "written_at": self.clock.now().isoformat(),
+        }
+        try:
+            write_atomic(status_path(self.config), json.dumps(doc) + "\n", mode=0o644)
+        except OSError as exc:
+            logger.warning("cannot write %s: %s", status_path(self.config), exc.strerror)
+
+    # --- signals ---------------------------------------------------------------------------------
+
+    def install_signals(self) -> None:
+        def on_term(signum: int, frame: object) -> None:
+            self.stopping = True
+            self.wake.set()
+
+        def on_hup(signum: int, frame: object) -> None:
+            self.reload_requested = True
+            self.wake.set()
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        signal.signal(signal.SIGHUP, on_hup)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="appliance-agent", description="Run this node's HA loop (foreground).")
+    parser.add_argument("--config", help="configuration file (default $APPLIANCE_CONFIG or /etc/appliance/...)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s" if not os.environ.get("JOURNAL_STREAM")
+                        else "%(levelname)s %(message)s")  # journald adds its own time stamps
+    try:
+        config = load_config(config_path(args.config, os.environ))
+        agent = Agent(config, SystemClock())
+        agent.install_signals()
+        return agent.run()
+    except ApplianceError as exc:
+        logger.error("%s%s", exc.message, f" (hint: {exc.hint})" if exc.hint else "")
+        return exc.status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,496 @@
+"""One contract suite for :class:`~appliance.ha.store.HaStore`, run against BOTH implementations.
+
+``memory``: :class:`InMemoryStore` on a :class:`FakeClock` (time advances by hand, instantly).
+``postgres``: :class:`PgStore` on a fresh schema in a database of the session's ``pg_primary``; time
+advances for real (``time.sleep``), so the waits are kept short (keepalive 1 s, TTLs under 1 s) and
+ages are compared with a tolerance. Each test says what the contract promises, never how a store
+keeps it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from appliance.clock import FakeClock
+from appliance.ha.memstore import InMemoryStore
+from appliance.ha.model import ClusterView
+from appliance.ha.store import HaStore, NotRegistered
+
+KEEPALIVE_S = 1.0
+
+
+@dataclass
+class Backend:
+    """One store implementation under test, and how to drive its clock and registry."""
+
+    kind: str
+    store: HaStore
+    advance: Callable[[float], None]  # let the store's clock move on by t seconds
+    register: Callable[[str, str, int], None]  # node_id, name, priority (a standby, heard from now)
+    new_client: Callable[[], HaStore]  # another client of the same state (postgres: its own connection)
+    slack: float  # how far a measured age may exceed the ideal one (real time is not exact)
+    names: dict[str, str] = field(default_factory=dict)
+
+    def node(self, name: str, priority: int = 100) -> str:
+        node_id = str(uuid.uuid4())
+        self.register(node_id, name, priority)
+        self.names[node_id] = name
+        return node_id
+
+    def roles(self, view: ClusterView | None = None) -> dict[str, str]:
+        view = view or self.store.snapshot()
+        return {self.names.get(n.node_id, n.node_id): n.role for n in view.nodes}
+
+    def close_to(self, measured: float | None, ideal: float) -> bool:
+        """``measured`` is ``ideal`` (memory), or at most ``slack`` later (postgres: real time)."""
+        return measured is not None and ideal - 0.02 - 1e-9 <= measured <= ideal + self.slack
+
+    def remains(self, measured: float | None, ideal: float) -> bool:
+        """A remainder: ``ideal`` (memory), or at most ``slack`` less (postgres: time went by)."""
+        return measured is not None and ideal - self.slack - 1e-9 <= measured <= ideal + 1e-6
+
+
+# --- backends -----------------------------------------------------------------------------------------
+
+
+def _memory_backend() -> Backend:
+    clock = FakeClock()
+    store = InMemoryStore(clock, keepalive_s=KEEPALIVE_S)
+    return Backend(
+        kind="memory",
+        store=store,
+        advance=clock.advance,
+        register=lambda node_id, name, priority: store.register(node_id, name, priority),
+        new_client=lambda: store,
+        slack=1e-9,
+    )
+
+
+@pytest.fixture(scope="module")
+def pg_database(pg_primary: Any) -> Iterator[tuple[Any, str]]:
+    name = f"ha_contract_{uuid.uuid4().hex[:8]}"
+    pg_primary.create_database(name)
+    yield pg_primary, name
+    pg_primary.drop_database(name)
+
+
+def _postgres_backend(pg_database: tuple[Any, str]) -> Iterator[Backend]:
+    from psycopg import sql
+
+    from appliance.db import schema as S
+    from appliance.db.connect import DbTarget, Timeouts
+    from appliance.ha.pgstore import PgStore
+
+    cluster, dbname = pg_database
+    schema = f"ha_{uuid.uuid4().hex[:10]}"
+    admin = cluster.connect(dbname=dbname)
+    with admin.transaction():
+        S.deploy(admin, schema, deployed_by="contract-test", product_version="0.0.0")
+
+    def q(text: str) -> sql.Composed:
+        return sql.SQL(text).format(s=sql.Identifier(schema))
+
+    admin.execute(q("UPDATE {s}.cluster_settings SET value = %s WHERE key = 'keepalive_interval_s'"),
+                  (f"{KEEPALIVE_S:g}",))
+    target = DbTarget(hosts=(cluster.host,), ports=(cluster.port,), user=cluster.superuser,
+                      password=cluster.superuser_password, dbname=dbname, sslmode="disable")
+    # Generous statement/lock timeouts: this suite tests the contract, not fail-fast behaviour
+    # (test_ha_pgstore.py does), and a loaded CI host must not turn a slow commit into a failure.
+    timeouts = Timeouts(connect_timeout=3, statement_timeout=5, lock_timeout=3,
+                        idle_in_transaction_session_timeout=10, tcp_user_timeout=5)
+    clients: list[PgStore] = []
+
+    def new_client() -> HaStore:
+        store = PgStore(target, schema, application_name=f"contract-test:{len(clients)}", timeouts=timeouts)
+        clients.append(store)
+        return store
+
+    def register(node_id: str, name: str, priority: int) -> None:
+        admin.execute(q("INSERT INTO {s}.nodes (node_id, hardware_id, name, priority, role, product_version,"
+                        " last_heartbeat) VALUES (%s, %s, %s, %s, 'standby', '0.0.0', now())"),
+                      (node_id, f"hw-{node_id}", name, priority))
+
+    try:
+        yield Backend(kind="postgres", store=new_client(), advance=time.sleep, register=register,
+                      new_client=new_client, slack=0.25)
+    finally:
+        for store in clients:
+            store.close()
+        admin.execute(q("DROP SCHEMA {s} CASCADE"))
+        admin.close()
+
+
+@pytest.fixture(params=["memory", "postgres"])
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    if request.param == "memory":
+        yield _memory_backend()
+    else:
+        yield from _postgres_backend(request.getfixturevalue("pg_database"))
+
+
+# --- heartbeat and snapshot ---------------------------------------------------------------------------
+
+
+def test_initial_snapshot(backend: Backend) -> None:
+    a, b = backend.node("node-a", 10), backend.node("node-b", 20)
+    view = backend.store.snapshot()
+    assert [n.node_id for n in view.nodes] == [a, b]  # ordered by name
+    assert [(n.name, n.priority, n.role, n.admin_state, n.heartbeat_seq) for n in view.nodes] == [
+        ("node-a", 10, "standby", "active", 0),
+        ("node-b", 20, "standby", "active", 0),
+    ]
+    assert all(backend.close_to(n.heartbeat_age_s, 0.0) for n in view.nodes)
+    lease = view.lease
+    assert (lease.holder, lease.epoch, lease.remaining_s, lease.handover_to) == (None, 0, None, None)
+    assert view.lease.expired
+    assert view.keepalive_s == KEEPALIVE_S and view.judge_keepalive_s == KEEPALIVE_S
+    assert view.maintenance is False
+
+
+def test_heartbeat_of_an_unknown_node_is_not_registered(backend: Backend) -> None:
+    backend.node("node-a")
+    with pytest.raises(NotRegistered):
+        backend.store.heartbeat(str(uuid.uuid4()))
+    with pytest.raises(NotRegistered):
+        backend.store.heartbeat("not-a-node-id")
+
+
+def test_heartbeat_bumps_the_sequence_and_resets_the_age(backend: Backend) -> None:
+    a = backend.node("node-a")
+    backend.advance(0.3)
+    before = backend.store.snapshot().node(a)
+    assert before is not None and backend.close_to(before.heartbeat_age_s, 0.3)
+    backend.store.heartbeat(a)
+    backend.store.heartbeat(a)
+    after = backend.store.snapshot().node(a)
+    assert after is not None and after.heartbeat_seq == before.heartbeat_seq + 2
+    assert backend.close_to(after.heartbeat_age_s, 0.0)
+
+
+def test_ages_are_measured_from_one_instant_of_the_store_clock(backend: Backend) -> None:
+    a, b = backend.node("node-a"), backend.node("node-b")
+    backend.store.heartbeat(a)
+    backend.advance(0.4)
+    backend.store.heartbeat(b)
+    backend.advance(0.2)
+    view = backend.store.snapshot()
+    age_a, age_b = view.node(a).heartbeat_age_s, view.node(b).heartbeat_age_s  # type: ignore[union-attr]
+    assert backend.close_to(age_a, 0.6) and backend.close_to(age_b, 0.2)
+    assert age_a is not None and age_b is not None
+    assert backend.close_to(age_a - age_b, 0.4)  # both ages from the same "now"
+
+
+def test_online_follows_two_keepalive_intervals(backend: Backend) -> None:
+    a = backend.node("node-a")
+    assert backend.store.snapshot().online(backend.store.snapshot().node(a))  # type: ignore[arg-type]
+    backend.advance(2 * KEEPALIVE_S + 0.1)
+    view = backend.store.snapshot()
+    assert not view.online(view.node(a))  # type: ignore[arg-type]
+    backend.store.heartbeat(a)
+    view = backend.store.snapshot()
+    assert view.online(view.node(a))  # type: ignore[arg-type]
+
+
+def test_snapshot_is_consistent_while_the_lease_changes_hands(backend: Backend) -> None:
+    """The lease and the roles change in one step, so no snapshot sees a holder that is not primary."""
+    a, b = backend.node("node-a"), backend.node("node-b")
+    writer = backend.new_client()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    changes = [0]
+
+    def flip() -> None:
+        try:
+            epoch = 0
+            while not stop.is_set():
+                for me in (a, b):
+                    got = writer.try_acquire(me, epoch, 30.0)
+                    assert got == epoch + 1
+                    writer.heartbeat(me)
+                    assert writer.release(me, got, None)
+                    epoch = got
+                    changes[0] += 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=flip, daemon=True)
+    thread.start()
+    seen = 0
+    deadline = time.monotonic() + 0.6
+    try:
+        while time.monotonic() < deadline or seen < 20:
+            view = backend.store.snapshot()
+            primaries = [n.node_id for n in view.nodes if n.role == "primary"]
+            if view.lease.holder is None:
+                assert primaries == []
+            else:
+                assert primaries == [view.lease.holder], view
+            seen += 1
+            if backend.kind == "memory":
+                time.sleep(0.001)  # let the writer run
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not errors, errors
+    assert changes[0] > 1
+
+
+# --- taking the lease ---------------------------------------------------------------------------------
+
+
+def test_acquire_a_free_lease(backend: Backend) -> None:
+    a, b = backend.node("node-a"), backend.node("node-b")
+    assert backend.store.try_acquire(a, 0, 0.8) == 1
+    view = backend.store.snapshot()
+    assert (view.lease.holder, view.lease.epoch, view.lease.handover_to) == (a, 1, None)
+    assert backend.remains(view.lease.remaining_s, 0.8)
+    assert not view.lease.expired
+    assert backend.roles(view) == {"node-a": "primary", "node-b": "standby"}
+    assert b  # registered, stays standby
+
+
+def test_acquire_by_an_unknown_node_is_not_registered(backend: Backend) -> None:
+    backend.node("node-a")
+    with pytest.raises(NotRegistered):
+        backend.store.try_acquire(str(uuid.uuid4()), 0, 1.0)
+    assert backend.store.snapshot().lease.epoch == 0
+
+
+def test_a_held_unexpired_lease_cannot_be_taken(backend: Backend) -> None:
+    a, b = backend.node("node-a"), backend.node("node-b")
+    assert backend.store.try_acquire(a, 0, 30.0) == 1
+    assert backend.store.try_acquire(b, 1, 30.0) is None
+    assert backend.store.try_acquire(a, 1, 30.0) is None  # not even by its holder: that is renew's job
+    view = backend.store.snapshot()
+    assert (view.lease.holder, view.lease.epoch) == (a, 1)
+    assert backend.roles(view) == {"node-a": "primary", "node-b": "standby"}
+
+
+def test_a_stale_expected_epoch_never_wins(backend: Backend) -> None:
+    a, b = backend.node("node-a"), backend.node("node-b")
+    assert backend.store.try_acquire(b, 1, 30.0) is None  # free lease, wrong epoch
+    assert backend.store.try_acquire(a, 0, 0.3) == 1
+    backend.advance(0.4)
+    assert backend.store.snapshot().lease.expired
+    assert backend.store.try_acquire(b, 0, 30.0) is None  # expired lease, stale epoch
+    view = backend.store.snapshot()
+    assert (view.lease.holder, view.lease.epoch) == (a, 1)
+
+
+def test_an_expired_lease_can_be_taken_and_the_roles_follow(backend: Backend) -> None:
+    a, b = backend.node("node-a"), backend.node("node-b")
+    assert backend.store.try_acquire(a, 0, 0.3) == 1
+    backend.advance(0.4)
+    view = backend.store.snapshot()
+    assert view.lease.expired and view.lease.remaining_s is not None and view.lease.remaining_s < 0
+    assert view.lease.holder == a  # expiry does not erase the holder
+    assert backend.store.try_acquire(b, 1, 30.0) == 2
+    view = backend.store.snapshot()
+    assert (view.lease.holder, view.lease.epoch) == (b, 2)
+    assert backend.roles(view) == {"node-a": "standby", "node-b": "primary"}
+
+
+def test_concurrent_acquires_have_exactly_one_winner(backend: Backend) -> None:
+    """N clients race with the same expected epoch, round after round: one winner each time."""
+    rounds = 200
+    ids = [backend.node(f"node-{i}") for i in range(4)]
+    clients = [backend.new_client() for _ in ids]
+    barrier = threading.Barrier(len(ids), timeout=20)
+    won: list[list[int | None]] = [[None] * rounds for _ in ids]
+    released: list[list[bool | None]] = [[None] * rounds for _ in ids]
+    errors: list[BaseException] = []
+
+    def race(i: int) -> None:
+        me, store = ids[i], clients[i]
+        try:
+            for r in range(rounds):
+                barrier.wait()
+                got = store.try_acquire(me, r, 30.0)
+                won[i][r] = got
+                barrier.wait()
+                if got is not None:
+                    released[i][r] = store.release(me, got, None)
+                barrier.wait()
+        except BaseException as exc:
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=race, args=(i,), daemon=True) for i in range(len(ids))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for r in range(rounds):  # checked first: a double win is the failure that matters
+        winners = [(i, won[i][r]) for i in range(len(ids)) if won[i][r] is not None]
+        if errors and not winners:
+            break  # the race stopped here
+        assert len(winners) == 1, f"round {r}: winners (client, epoch) {winners}"
+        assert winners[0][1] == r + 1
+        assert released[winners[0][0]][r] is True
+    assert not errors, errors[0]
+    view = backend.store.snapshot()
+    last = next(ids[i] for i in range(len(ids)) if won[i][rounds - 1] is not None)
+    assert (view.lease.holder, view.lease.epoch) == (last, rounds)
+    assert [n.node_id for n in view.nodes if n.role == "primary"] == [last]
+
+
+# --- renew and release --------------------------------------------------------------------------------
+
+
+def test_renew_only_by_the_holder_at_its_epoch(backend: Backend) -> None:
+    a, b = backend.node("node-a"), backend.node("node-b")
+    assert backend.store.try_acquire(a, 0, 0.5) == 1
+    backend.advance(0.3)
+    assert backend.store.renew(a, 1, 0.9)
+    view = backend.store.snapshot()
+    assert backend.remains(view.lease.remaining_s, 0.9)
+    assert not backend.store.renew(a, 0, 30.0)  # stale epoch
+    assert not backend.store.renew(a, 2, 30.0)  # future epoch
+    assert not backend.store.renew(b, 1, 30.0)  # another node
+    assert not backend.store.renew(str(uuid.uuid4()), 1, 30.0)  # nobody
+    assert not backend.store.renew("not-a-node-id", 1, 30.0)
+    view2 = backend.store.snapshot()
+    assert view.lease.remaining_s is not None and view2.lease.remaining_s is not None
+    assert view2.lease.remaining_s <= view.lease.remaining_s  # not extended by any refused renewal
+    assert (view2.lease.holder, view2.lease.epoch) == (a, 1)
+
+
+def test_a_node_that_lost_the_lease_cannot_renew_it(backend: Backend) -> None:
+    a, b = backend.node("node-a"), backend.node("node-b")
+    assert backend.store.try_acquire(a, 0, 0.3) == 1
+    backend.advance(0.4)
+    assert backend.store.try_acquire(b, 1, 30.0) == 2
+    assert not backend.store.renew(a, 1, 30.0)
+    assert not backend.store.release(a, 1, None)
+    view = backend.store.snapshot()
+    assert (view.lease.holder, view.lease.epoch, view.lease.expired) == (b, 2, False)
+
+
+def test_release_names_a_successor_who_takes_over(backend: Backend) -> None:
+    a, b = backend.node("node-a"), backend.node("node-b")
+    assert backend.store.try_acquire(a, 0, 30.0) == 1
+    assert not backend.store.release(b, 1, b)  # not the holder
+    assert not backend.store.release(a, 0, b)  # stale epoch
+    assert backend.store.snapshot().lease.remaining_s > 1  # type: ignore[operator]
+    assert backend.store.release(a, 1, b)
+    view = backend.store.snapshot()
+    assert (view.lease.holder, view.lease.epoch, view.lease.handover_to) == (a, 1, b)
+    assert view.lease.expired  # given up at once, the holder still recorded
+    assert backend.store.try_acquire(b, 1, 30.0) == 2
+    view = backend.store.snapshot()
+    assert (view.lease.holder, view.lease.epoch, view.lease.handover_to) == (b, 2, None)
+    assert backend.roles(view) == {"node-a": "standby", "node-b": "primary"}
+
+
+def test_a_released_lease_is_free_for_any_node(backend: Backend) -> None:
+    """As the contract's CAS is written: once released (expired), the successor named is a preference
+    for the decision, not a condition of the store."""
+    a, b, c = backend.node("node-a"), backend.node("node-b"), backend.node("node-c")
+    assert backend.store.try_acquire(a, 0, 30.0) == 1
+    assert backend.store.release(a, 1, b)
+    assert backend.store.try_acquire(c, 1, 30.0) == 2
+    assert backend.roles() == {"node-a": "standby", "node-b": "standby", "node-c": "primary"}
+
+
+# --- handover, admin state, settings ------------------------------------------------------------------
+
+
+def test_a_requested_handover_never_takes_a_live_lease(backend: Backend) -> None:
+    """The request only asks the holder to hand over; the target takes the lease after the holder
+    released it (which expires it). Taking it while the holder may still act would make two primaries."""
+    a, b, c = backend.node("node-a"), backend.node("node-b"), backend.node("node-c")
+    assert backend.store.try_acquire(a, 0, 30.0) == 1
+    backend.store.request_handover(b)
+    view = backend.store.snapshot()
+    assert (view.lease.holder, view.lease.handover_to, view.lease.expired) == (a, b, False)
+    assert backend.store.try_acquire(b, 1, 30.0) is None  # the holder has not let go yet
+    assert backend.store.try_acquire(c, 1, 30.0) is None
+    assert backend.store.release(a, 1, b)
+    assert backend.store.try_acquire(b, 0, 30.0) is None  # still a compare-and-set on the epoch
+    assert backend.store.try_acquire(b, 1, 30.0) == 2
+    view = backend.store.snapshot()
+    assert (view.lease.holder, view.lease.epoch, view.lease.handover_to) == (b, 2, None)
+    assert backend.roles(view) == {"node-a": "standby", "node-b": "primary", "node-c": "standby"}
+
+
+def test_request_handover_can_be_cleared_and_checks_the_target(backend: Backend) -> None:
+    a, b = backend.node("node-a"), backend.node("node-b")
+    assert backend.store.try_acquire(a, 0, 30.0) == 1
+    backend.store.request_handover(b)
+    backend.store.request_handover(None)
+    assert backend.store.snapshot().lease.handover_to is None
+    assert backend.store.try_acquire(b, 1, 30.0) is None
+    with pytest.raises(NotRegistered):
+        backend.store.request_handover(str(uuid.uuid4()))
+    assert backend.store.snapshot().lease.handover_to is None
+
+
+def test_set_admin_state(backend: Backend) -> None:
+    a, b = backend.node("node-a"), backend.node("node-b")
+    backend.store.set_admin_state(a, "stopped")
+    view = backend.store.snapshot()
+    assert [(n.node_id, n.admin_state) for n in view.nodes] == [(a, "stopped"), (b, "active")]
+    assert [n.node_id for n in view.candidates()] == [b]
+    backend.store.set_admin_state(a, "active")
+    assert backend.store.snapshot().node(a).admin_state == "active"  # type: ignore[union-attr]
+    with pytest.raises(NotRegistered):
+        backend.store.set_admin_state(str(uuid.uuid4()), "stopped")
+
+
+def test_maintenance_flag(backend: Backend) -> None:
+    assert backend.store.snapshot().maintenance is False
+    backend.store.set_setting("maintenance", "on")
+    assert backend.store.snapshot().maintenance is True
+    backend.store.set_setting("maintenance", "off")
+    assert backend.store.snapshot().maintenance is False
+
+
+def test_a_longer_keepalive_is_judged_by_the_longer_one_at_once(backend: Backend) -> None:
+    backend.store.set_setting("keepalive_interval_s", "3")
+    view = backend.store.snapshot()
+    assert (view.keepalive_s, view.judge_keepalive_s) == (3.0, 3.0)
+
+
+def test_a_shorter_keepalive_is_judged_by_the_old_one_until_it_propagated(backend: Backend) -> None:
+    """While the change propagates (two of the longer intervals), liveness is judged by the longer one,
+    so a node that has not adopted the new interval yet is not judged dead; then by the new one."""
+    a = backend.node("node-a")
+    backend.store.set_setting("keepalive_interval_s", "0.25")
+    view = backend.store.snapshot()
+    assert (view.keepalive_s, view.judge_keepalive_s) == (0.25, KEEPALIVE_S)
+    backend.advance(1.0)
+    view = backend.store.snapshot()
+    assert (view.keepalive_s, view.judge_keepalive_s) == (0.25, KEEPALIVE_S)
+    assert view.online(view.node(a))  # type: ignore[arg-type]  # 1 s old: fine by the old interval
+    backend.advance(2 * KEEPALIVE_S - 1.0 + 0.1)
+    view = backend.store.snapshot()
+    assert (view.keepalive_s, view.judge_keepalive_s) == (0.25, 0.25)
+    assert not view.online(view.node(a))  # type: ignore[arg-type]
+
+
+def test_a_second_change_keeps_the_longest_interval_still_spreading(backend: Backend) -> None:
+    """3 -> 0.25 -> 0.5 in quick succession: nodes may still beat every 3 s, so judge by 3 s."""
+    backend.store.set_setting("keepalive_interval_s", "3")
+    backend.store.set_setting("keepalive_interval_s", "0.25")
+    backend.store.set_setting("keepalive_interval_s", "0.5")
+    view = backend.store.snapshot()
+    assert (view.keepalive_s, view.judge_keepalive_s) == (0.5, 3.0)
+
+
+def test_rewriting_the_same_interval_starts_no_transition(backend: Backend) -> None:
+    backend.store.set_setting("keepalive_interval_s", str(KEEPALIVE_S))
+    view = backend.store.snapshot()
+    assert view.judge_keepalive_s == KEEPALIVE_S
+
+
+def test_other_settings_do_not_start_a_keepalive_transition(backend: Backend) -> None:
+    backend.store.set_setting("maintenance", "on")
+    view = backend.store.snapshot()
+    assert (view.keepalive_s, view.judge_keepalive_s) == (KEEPALIVE_S, KEEPALIVE_S)
