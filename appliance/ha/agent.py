@@ -31,7 +31,7 @@ from appliance.ha.model import Action, Decision
 from appliance.ha.runtime import Runtime
 
 if TYPE_CHECKING:
-    from appliance.db.connect import Timeouts
+    from appliance.db.connect import DbTarget, Timeouts
 
 logger = logging.getLogger("appliance.agent")
 
@@ -81,6 +81,10 @@ class Agent:
         self.runtime: Runtime | None = None
         self.generation: str | None = None
         self.last: tuple[Action, str] | None = None
+        self.target: DbTarget | None = None
+        self.next_db_check = 0.0
+        self.writer: tuple[str, int] | None = None  # the read-write DB node in use, as last probed
+        self.split_brain = False
 
     # --- wiring ----------------------------------------------------------------------------------
 
@@ -92,6 +96,7 @@ class Agent:
 
         me = identity(self.config)
         _origin, active = read_targets(self.config)
+        self.target = active.target
         previous, previous_generation = self.runtime, self.generation
         self.generation = credentials_generation(self.config)
         store = PgStore(active.target, active.schema, application_name=f"appliance-agent:{me.name}"[:63],
@@ -123,8 +128,10 @@ class Agent:
                 return ExitStatus.OK
             if self.reload_requested or credentials_generation(self.config) != self.generation:
                 self._reload()
+            if self.clock.monotonic() >= self.next_db_check:
+                self._check_db_nodes()
             try:
-                decision = self.runtime.tick()
+                decision = self._tick()
             except ApplianceError as exc:
                 decision = Decision(Action.STAY, f"tick failed: {exc.message}", wake_in_s=1.0)
             except Exception:  # a bug: log it, keep the loop (and the trust window) going
@@ -135,8 +142,69 @@ class Agent:
             notify("WATCHDOG=1\nSTATUS=" + decision.reason[:200] + ("" if ready else "\nREADY=1"))
             ready = True
             wait = self.runtime.keepalive_s if decision.wake_in_s is None else decision.wake_in_s
-            self.wake.wait(max(0.0, min(wait, self.runtime.keepalive_s)))
+            wait = min(wait, self.runtime.keepalive_s, max(0.0, self.next_db_check - self.clock.monotonic()))
+            self.wake.wait(max(0.0, wait))
             self.wake.clear()
+
+    def _tick(self) -> Decision:
+        assert self.runtime is not None
+        if self.split_brain:
+            # Two read-write database nodes: writing to either could fork the cluster's state. Act as
+            # if the database were unreachable (the primary self-fences when its trust window ends).
+            from appliance.ha.decide import decide
+
+            decision = decide(None, self.runtime.local, self.clock.monotonic())
+            if decision.action is Action.DEMOTE:
+                self.runtime.step_down()
+            return Decision(decision.action, "ALARM: two read-write database nodes; writing to neither. "
+                            + decision.reason, wake_in_s=decision.wake_in_s)
+        return self.runtime.tick()
+
+    def _check_db_nodes(self) -> None:
+        """Probe every configured DB host: follow a new read-write node, alarm on two of them."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from appliance.db.connect import DbError, probe
+
+        assert self.runtime is not None and self.target is not None
+        view = self.runtime.view
+        interval = view.db_check_s if view else 10.0
+        self.next_db_check = self.clock.monotonic() + interval
+        target = self.target
+
+        def one(host_port: tuple[str, int]) -> tuple[tuple[str, int], bool | None, int | None]:
+            try:
+                info = probe(target, *host_port, application_name="appliance-agent:probe",
+                             timeouts=agent_timeouts(), samples=1)
+            except DbError:
+                return host_port, None, None
+            return host_port, not info.is_in_recovery, info.timeline
+
+        pairs = target.host_ports()
+        with ThreadPoolExecutor(max_workers=len(pairs)) as pool:
+            results = list(pool.map(one, pairs))
+        writers = [(hp, timeline) for hp, writable, timeline in results if writable]
+        if len(writers) > 1:
+            if not self.split_brain:
+                logger.error("ALARM: %d read-write database nodes (%s); writing to neither until one is left",
+                             len(writers), ", ".join(f"{h}:{p} timeline {t}" for (h, p), t in writers))
+            self.split_brain = True
+            return
+        if self.split_brain:
+            logger.warning("one read-write database node again: resuming")
+            self.split_brain = False
+        if not writers:
+            return
+        writer = writers[0][0]
+        if self.writer is not None and writer != self.writer:
+            grace = 2 * self.runtime.keepalive_s
+            logger.warning("database failover: the read-write node is now %s:%d (was %s:%d); reconnecting, "
+                           "nobody is judged dead for %.0f s", *writer, *self.writer, grace)
+            close = getattr(self.runtime.store, "close", None)
+            if callable(close):
+                close()  # the next store call reconnects, and finds the new read-write node
+            self.runtime.grace(grace)
+        self.writer = writer
 
     def _reload(self) -> None:
         self.reload_requested = False

@@ -36,7 +36,7 @@ class InMemoryStore(HaStore):
         self.epoch = 0
         self.expires_at: datetime | None = None
         self.handover_to: str | None = None
-        self.settings = {"keepalive_interval_s": str(keepalive_s), "maintenance": "off"}
+        self.settings = {"keepalive_interval_s": str(keepalive_s), "maintenance": "off", "db_check_interval_s": "10"}
         self._previous_keepalive: tuple[float, datetime] | None = None
 
     # --- set-up (what registration does in the real schema) -----------------------------------------
@@ -71,7 +71,8 @@ class InMemoryStore(HaStore):
                 if (now - changed_at).total_seconds() <= 2 * max(previous, keepalive):
                     judge = max(previous, keepalive)
             return ClusterView(nodes, Lease(self.holder, self.epoch, remaining, self.handover_to), keepalive,
-                               self.settings.get("maintenance") == "on", judge_keepalive_s=judge)
+                               self.settings.get("maintenance") == "on", judge_keepalive_s=judge,
+                               db_check_s=float(self.settings["db_check_interval_s"]))
 
     def try_acquire(self, node_id: str, expected_epoch: int, ttl_s: float) -> int | None:
         with self._lock:

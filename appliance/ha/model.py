@@ -47,6 +47,7 @@ class ClusterView:
     # The interval liveness is judged by: the longer of the old and new one while a change of the
     # keepalive interval propagates, so nobody is judged dead by a node that has not adopted it yet.
     judge_keepalive_s: float | None = None
+    db_check_s: float = 10.0  # how often each node probes the configured database hosts
 
     def node(self, node_id: str) -> NodeState | None:
         return next((n for n in self.nodes if n.node_id == node_id), None)

@@ -100,7 +100,7 @@ _SNAPSHOT_LEASE: LiteralString = (
 )
 _SNAPSHOT_SETTINGS: LiteralString = (
     "SELECT key, value, extract(epoch FROM now() - updated_at)::float8 FROM {s}.cluster_settings"
-    " WHERE key IN ('keepalive_interval_s', 'keepalive_previous_s', 'maintenance')"
+    " WHERE key IN ('keepalive_interval_s', 'keepalive_previous_s', 'maintenance', 'db_check_interval_s')"
 )
 _NODE_EXISTS: LiteralString = "SELECT 1 FROM {s}.nodes WHERE node_id = %s FOR KEY SHARE"
 # The compare-and-set of the contract. `expires_at IS NULL` as the in-memory store: a holder recorded
@@ -355,7 +355,8 @@ class PgStore(HaStore):
             remaining_s=None if remaining is None else float(remaining),
             handover_to=None if handover_to is None else str(handover_to),
         )
-        return ClusterView(nodes, lease, keepalive, maintenance, judge_keepalive_s=judge)
+        db_check = float(settings.get("db_check_interval_s", ("10", 0.0))[0])
+        return ClusterView(nodes, lease, keepalive, maintenance, judge_keepalive_s=judge, db_check_s=db_check)
 
     def _keepalive(self, value: str) -> float:
         try:

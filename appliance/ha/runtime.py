@@ -68,13 +68,13 @@ class Runtime:
     def _apply(self, decision: Decision) -> Decision:
         action = decision.action
         if action is Action.DEMOTE:
-            self._step_down()
+            self.step_down()
         elif action is Action.RENEW:
             return self._renew(decision)
         elif action is Action.ACQUIRE:
             return self._acquire(decision)
         elif action is Action.RESIGN:
-            self._step_down()  # services stop BEFORE the lease is released: never two primaries
+            self.step_down()  # services stop BEFORE the lease is released: never two primaries
             try:
                 assert decision.expected_epoch is not None
                 self.store.release(self.node_id, decision.expected_epoch, decision.target)
@@ -89,17 +89,17 @@ class Runtime:
             renewed = self.store.renew(self.node_id, decision.expected_epoch, lease_ttl_s(self.keepalive_s))
         except (StoreUnavailable, NotRegistered):
             if self.local.acting and not self._trusted():
-                self._step_down()
+                self.step_down()
                 return Decision(Action.DEMOTE, "renewal failed and the trust window has ended: stepping down")
             return Decision(Action.STAY, "renewal failed (database unavailable); still within the trust window",
                             wake_in_s=min(1.0, self.keepalive_s))
         if not renewed:
-            self._step_down()
+            self.step_down()
             return Decision(Action.DEMOTE, "the lease was lost (not renewed): stepping down")
         self.local = replace(self.local, epoch=decision.expected_epoch,
                              trusted_until=started + trust_s(self.keepalive_s))
         if not self._trusted():
-            self._step_down()  # the renewal itself took longer than the trust budget
+            self.step_down()  # the renewal itself took longer than the trust budget
             return Decision(Action.DEMOTE, "the renewal was too slow to trust: stepping down")
         if not self.local.acting:
             self._act()
@@ -137,7 +137,7 @@ class Runtime:
         self.services.start("primary")
         self.local = replace(self.local, acting=True)
 
-    def _step_down(self) -> None:
+    def step_down(self) -> None:
         if self.fence is not None:
             self.fence.revoke()
         if self.local.acting:
