@@ -27,20 +27,49 @@ def get_status(ctx: Context, args: Args) -> Result:
     uptime = uptime_s()
     hostname = backend_for(ctx.config).get()
     hw_id = hardware_id(ctx.config.paths.state_dir)
+    ha = _ha_fields(ctx)
     return Result(
         fields=(
             ("Version", __version__),
             ("Hostname", hostname),
             ("Hardware ID", hw_id),
             ("Uptime", format_duration(uptime) if uptime is not None else None),
+            ("HA state", ha["state"]),
+            ("HA role", ha["role"]),
+            ("Epoch", ha["epoch"]),
+            ("Cluster", ha["cluster_id"]),
+            ("DB target", ha["db_target"]),
         ),
         data={
             "version": __version__,
             "hostname": hostname,
             "hardware_id": hw_id,
             "uptime_s": int(uptime) if uptime is not None else None,
+            **ha,
         },
     )
+
+
+def _ha_fields(ctx: Context) -> dict[str, object]:
+    """HA and DB fields from this node's own disk (no database round trip: works when the DB is down)."""
+    from appliance.errors import ApplianceError
+    from appliance.ha.report import agent_status
+    from appliance.node import read_targets
+
+    fields: dict[str, object] = {"state": None, "role": None, "epoch": None, "cluster_id": None, "db_target": None}
+    try:
+        _origin, active = read_targets(ctx.config)
+        fields["cluster_id"] = active.cluster_id
+        fields["db_target"] = active.target.describe() + (" (local)" if active.local else "")
+        fields["role"] = active.role
+    except ApplianceError:
+        fields["db_target"] = "not initialised"
+    agent = agent_status(ctx.config)
+    if agent:
+        fields["state"] = agent.get("state")
+        fields["role"] = "primary" if agent.get("acting") else "standby"
+        fields["epoch"] = agent.get("epoch")
+    return fields
 
 
 def rotate_key(ctx: Context, args: Args) -> Result:
