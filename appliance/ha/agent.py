@@ -27,6 +27,7 @@ from appliance.clock import Clock, SystemClock
 from appliance.config import Config, config_path, load_config
 from appliance.errors import ApplianceError, ExitStatus
 from appliance.ha.decide import status_of
+from appliance.ha.listener import Listener
 from appliance.ha.model import Action, Decision
 from appliance.ha.runtime import Runtime
 
@@ -85,6 +86,7 @@ class Agent:
         self.next_db_check = 0.0
         self.writer: tuple[str, int] | None = None  # the read-write DB node in use, as last probed
         self.split_brain = False
+        self.listener: Listener | None = None
 
     # --- wiring ----------------------------------------------------------------------------------
 
@@ -109,6 +111,10 @@ class Agent:
             runtime.local = previous.local  # same target: the trust window and epoch still apply
         # A new target (redirect): start from scratch; redirect left the services of the node's new role
         # running, fenced until the agent confirms the lease there (or they stop by themselves).
+        if self.listener is not None:
+            self.listener.close()
+        self.listener = Listener(active.target, active.schema, application_name=f"appliance-agent:{me.name}"[:63],
+                                 timeouts=agent_timeouts(), clock=self.clock)
         logger.info("node %s (%s) on %s, schema %s, registered as %s", me.name, me.node_id,
                     active.target.describe(), active.schema, active.role)
         return runtime
@@ -124,6 +130,8 @@ class Agent:
                 self._log(decision)
                 self.runtime.services.stop()
                 self._write_status(decision)
+                if self.listener is not None:
+                    self.listener.close()
                 notify("STOPPING=1")
                 return ExitStatus.OK
             if self.reload_requested or credentials_generation(self.config) != self.generation:
@@ -143,7 +151,10 @@ class Agent:
             ready = True
             wait = self.runtime.keepalive_s if decision.wake_in_s is None else decision.wake_in_s
             wait = min(wait, self.runtime.keepalive_s, max(0.0, self.next_db_check - self.clock.monotonic()))
-            self.wake.wait(max(0.0, wait))
+            if self.listener is not None:
+                self.listener.wait(max(0.0, wait), self.wake)
+            else:
+                self.wake.wait(max(0.0, wait))
             self.wake.clear()
 
     def _tick(self) -> Decision:

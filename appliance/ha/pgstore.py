@@ -407,14 +407,27 @@ class PgStore(HaStore):
         return self._run("renew the lease", lambda conn: conn.execute(self._q(_RENEW), params).fetchone() is not None)
 
     def release(self, node_id: str, epoch: int, handover_to: str | None) -> bool:
-        """One UPDATE scoped to holder and epoch: ``expires_at = now()``, the holder stays recorded."""
+        """One UPDATE scoped to holder and epoch: ``expires_at = now()``, the holder stays recorded.
+
+        Listening agents are notified at commit, so the successor takes over at once, not at its next tick.
+        """
         me = _uuid(node_id)
         if me is None:
             return False
         params = {"me": me, "epoch": epoch, "target": _uuid(handover_to)}
-        return self._run(
-            "release the lease", lambda conn: conn.execute(self._q(_RELEASE), params).fetchone() is not None
-        )
+
+        def body(conn: psycopg.Connection[tuple[Any, ...]]) -> bool:
+            with conn.transaction():
+                released = conn.execute(self._q(_RELEASE), params).fetchone() is not None
+                if released:
+                    self._notify(conn)
+                return released
+
+        return self._run("release the lease", body)
+
+    def _notify(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        """Wake every agent listening on this schema's channel (delivered when the transaction commits)."""
+        conn.execute("SELECT pg_notify(%s, '')", (channel_for(self._schema),))
 
     def request_handover(self, target: str | None) -> None:
         """Record (or clear) the planned successor; an unknown target is NotRegistered."""
@@ -427,6 +440,7 @@ class PgStore(HaStore):
                 # KEY SHARE: the target cannot be deleted before we commit.
                 if wanted is not None and conn.execute(self._q(_NODE_EXISTS), (wanted,)).fetchone() is None:
                     raise _not_registered(str(target))
+                self._notify(conn)
                 if conn.execute(self._q(_REQUEST_HANDOVER), (wanted,)).rowcount == 0:
                     raise StoreUnavailable(
                         f"HA store: schema {self._schema} on {self._server.hosts_text()} has no lease row",
@@ -442,9 +456,13 @@ class PgStore(HaStore):
         nid = _uuid(node_id)
         if nid is None:
             raise _not_registered(node_id)
-        updated = self._run(
-            "set the admin state", lambda conn: conn.execute(self._q(_SET_ADMIN_STATE), (state, nid)).rowcount
-        )
+        def body(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
+            with conn.transaction():
+                count = conn.execute(self._q(_SET_ADMIN_STATE), (state, nid)).rowcount
+                self._notify(conn)
+                return count
+
+        updated = self._run("set the admin state", body)
         if updated == 0:
             raise _not_registered(node_id)
 
@@ -470,8 +488,14 @@ class PgStore(HaStore):
                             before = max(before, float(prev[0]))
                         conn.execute(self._q(_UPSERT_SETTING), (PREVIOUS_KEEPALIVE_KEY, f"{before:g}"))
                 conn.execute(self._q(_UPSERT_SETTING), (key, value))
+                self._notify(conn)
 
         self._run(f"set {key}", body)
+
+
+def channel_for(schema: str) -> str:
+    """The LISTEN/NOTIFY channel of the HA state under ``schema`` (a plain identifier)."""
+    return f"appliance_ha_{schema}"
 
 
 def _not_registered(node_id: str) -> NotRegistered:

@@ -1,0 +1,85 @@
+"""Waiting between ticks: for a NOTIFY on the HA channel, a local wake-up (a signal), or the deadline.
+
+A handover, a release or a settings change is thereby acted on within milliseconds instead of at the
+next tick, which is what makes a planned switchover take well under a second at any keepalive. The
+listening connection is optional: if it cannot be had, the agent just sleeps until the deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from appliance.clock import Clock
+from appliance.ha.pgstore import channel_for
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from appliance.db.connect import DbTarget, Timeouts
+
+logger = logging.getLogger("appliance.agent")
+
+SLICE_S = 0.1  # how often a wait looks at the local wake-up event
+RETRY_S = 5.0  # how often a lost listening connection is retried
+
+
+class Listener:
+    def __init__(self, target: DbTarget, schema: str, *, application_name: str, timeouts: Timeouts,
+                 clock: Clock) -> None:
+        self.target, self.schema = target, schema
+        self.application_name, self.timeouts, self.clock = application_name, timeouts, clock
+        self._conn: psycopg.Connection[Any] | None = None
+        self._next_try = 0.0
+
+    def wait(self, seconds: float, wake: threading.Event) -> bool:
+        """Wait up to ``seconds``; True if woken early (a notification or ``wake``)."""
+        deadline = self.clock.monotonic() + seconds
+        while True:
+            if wake.is_set():
+                return True
+            remaining = deadline - self.clock.monotonic()
+            if remaining <= 0:
+                return False
+            conn = self._connection()
+            if conn is None:
+                wake.wait(min(remaining, SLICE_S))
+                continue
+            try:
+                if any(True for _ in conn.notifies(timeout=min(remaining, SLICE_S), stop_after=1)):
+                    return True
+            except Exception as exc:  # psycopg.Error, or the connection closed under us
+                logger.info("lost the notification channel (%s); will retry", type(exc).__name__)
+                self.close()
+
+    def _connection(self) -> psycopg.Connection[Any] | None:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        if self.clock.monotonic() < self._next_try:
+            return None
+        self._next_try = self.clock.monotonic() + RETRY_S
+        from psycopg import sql
+
+        from appliance.db.connect import DbError, connect
+
+        try:
+            conn = connect(self.target, application_name=self.application_name, timeouts=self.timeouts,
+                           autocommit=True)
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel_for(self.schema))))
+        except DbError as exc:
+            logger.info("no notification channel (%s): falling back to plain waiting", exc.message)
+            return None
+        except Exception as exc:
+            logger.info("no notification channel (%s): falling back to plain waiting", type(exc).__name__)
+            return None
+        self._conn = conn
+        return conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # closing a broken connection: nothing more to do
+                pass
+        self._conn = None
