@@ -98,6 +98,10 @@ class Agent:
 
         me = identity(self.config)
         _origin, active = read_targets(self.config)
+        if active.target != self.target:
+            # Another database altogether (redirect), not a failover of the same one: forget the old
+            # writer so the monitor does not mistake the switch for a DB failover.
+            self.writer, self.next_db_check = None, 0.0
         self.target = active.target
         previous, previous_generation = self.runtime, self.generation
         self.generation = credentials_generation(self.config)
@@ -152,7 +156,9 @@ class Agent:
             wait = self.runtime.keepalive_s if decision.wake_in_s is None else decision.wake_in_s
             wait = min(wait, self.runtime.keepalive_s, max(0.0, self.next_db_check - self.clock.monotonic()))
             if self.listener is not None:
-                self.listener.wait(max(0.0, wait), self.wake)
+                # A redirect switches the credential set: follow it within a tenth of a second.
+                self.listener.wait(max(0.0, wait), self.wake,
+                                   changed=lambda: credentials_generation(self.config) != self.generation)
             else:
                 self.wake.wait(max(0.0, wait))
             self.wake.clear()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from appliance.clock import Clock
@@ -33,11 +34,11 @@ class Listener:
         self._conn: psycopg.Connection[Any] | None = None
         self._next_try = 0.0
 
-    def wait(self, seconds: float, wake: threading.Event) -> bool:
-        """Wait up to ``seconds``; True if woken early (a notification or ``wake``)."""
+    def wait(self, seconds: float, wake: threading.Event, changed: Callable[[], bool] = lambda: False) -> bool:
+        """Wait up to ``seconds``; True if woken early (a notification, ``wake``, or ``changed()``)."""
         deadline = self.clock.monotonic() + seconds
         while True:
-            if wake.is_set():
+            if wake.is_set() or changed():
                 return True
             remaining = deadline - self.clock.monotonic()
             if remaining <= 0:

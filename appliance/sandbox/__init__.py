@@ -1,0 +1,1 @@
+"""The local multi-node sandbox (``appliance-sandbox``)."""

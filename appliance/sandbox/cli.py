@@ -1,0 +1,360 @@
+"""``appliance-sandbox``: a real multi-node cluster on one machine, no VMs.
+
+    appliance-sandbox up --dir DIR [--nodes N] [--cluster] [--keepalive S]
+    appliance-sandbox status|down --dir DIR
+    appliance-sandbox shell|kill|start NODE --dir DIR
+
+``up`` creates under DIR a "remote" PostgreSQL (password auth, random password), and for each node
+its own local PostgreSQL, configuration, key and state dir (hostname backend ``file``, services
+backend ``process`` running a primary-only demo service), initialises the nodes and starts their
+agents in the background. With ``--cluster`` it also runs the redirects (node1 primary, the others
+secondary); without, the nodes stay standalone so that the admin can follow the vendor's procedure.
+``DIR/sandbox.json`` describes it all for scripts. ``up`` on an existing sandbox starts what is not
+running. ``down`` stops everything and leaves nothing running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from appliance.errors import ApplianceError, CommandFailed, ExitStatus, NotConfigured, UsageError
+from appliance.sandbox.postgres import Postgres, free_port
+
+BIN = Path(sys.executable).parent
+REMOTE_USER = "appliance_dba"
+REMOTE_DB = "appliance"
+AGENT_STOP_S = 15.0
+
+
+def say(text: str) -> None:
+    print(f"sandbox: {text}", flush=True)
+
+
+# --- layout ---------------------------------------------------------------------------------------
+
+
+def manifest_path(base: Path) -> Path:
+    return base / "sandbox.json"
+
+
+def load(base: Path) -> dict[str, Any]:
+    try:
+        doc: dict[str, Any] = json.loads(manifest_path(base).read_text())
+    except FileNotFoundError:
+        raise NotConfigured(f"no sandbox in {base}", hint=f"create one: appliance-sandbox up --dir {base}") from None
+    return doc
+
+
+def save(base: Path, doc: dict[str, Any]) -> None:
+    from appliance.hostname import write_atomic
+
+    write_atomic(manifest_path(base), json.dumps(doc, indent=2) + "\n", mode=0o600)  # it holds passwords
+
+
+def node_config(base: Path, name: str, pg_port: int) -> str:
+    home = base / name
+    demo = [sys.executable, "-m", "appliance.ha.demo_service", str(base / "demo.log")]
+    return f"""# Written by appliance-sandbox for {name}; see appliance/data/appliance.toml for every key.
+[node]
+default_hostname = "{name}"
+hardware_id = "SANDBOX-{name}-{secrets.token_hex(4)}"
+[paths]
+state_dir = "{home / 'state'}"
+[hostname]
+backend = "file"
+[audit]
+target = "file"
+[local_db]
+host = "127.0.0.1"
+port = {pg_port}
+name = "appliance"
+user = "appliance"
+admin_user = "postgres"
+admin_password_file = "{home / 'admin-pw'}"
+[services]
+backend = "process"
+stop_timeout_s = 5
+[[services.process]]
+name = "demo"
+command = {json.dumps(demo)}
+roles = ["primary"]
+"""
+
+
+def _secret_file(path: Path, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+
+
+# --- processes ------------------------------------------------------------------------------------
+
+
+def _pid(path: Path) -> int | None:
+    try:
+        pid = int(path.read_text().strip())
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            if stat.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X"):
+                return None
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid
+
+
+def agent_pidfile(base: Path, name: str) -> Path:
+    return base / name / "agent.pid"
+
+
+def start_agent(base: Path, name: str) -> int:
+    running = _pid(agent_pidfile(base, name))
+    if running:
+        return running
+    config = base / name / "appliance.toml"
+    with open(base / name / "agent.log", "ab") as log:
+        proc = subprocess.Popen([str(BIN / "appliance-agent"), "--config", str(config)], stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=log, start_new_session=True, close_fds=True,
+                                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+    agent_pidfile(base, name).write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def stop_agent(base: Path, name: str, sig: signal.Signals = signal.SIGTERM) -> bool:
+    pid = _pid(agent_pidfile(base, name))
+    if pid is None:
+        return False
+    os.kill(pid, sig)
+    deadline = time.monotonic() + AGENT_STOP_S
+    while _pid(agent_pidfile(base, name)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _pid(agent_pidfile(base, name)):
+        os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def _services(base: Path, name: str) -> Any:
+    from appliance.config import load_config
+    from appliance.services import ProcessServices
+
+    return ProcessServices(load_config(base / name / "appliance.toml"))
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+
+def up(base: Path, nodes: int, cluster: bool, keepalive: int) -> int:
+    base = base.resolve()
+    if manifest_path(base).exists():
+        doc = load(base)
+        say(f"resuming the sandbox in {base}")
+        Postgres(base / "remote", doc["remote"]["port"]).start()
+        for node in doc["nodes"]:
+            Postgres(base / node["name"] / "pg", node["pg_port"]).start()
+            start_agent(base, node["name"])
+        return status(base)
+    if nodes < 1 or nodes > 9:
+        raise UsageError("--nodes must be from 1 to 9")
+    base.mkdir(parents=True, exist_ok=True, mode=0o755)
+    os.chmod(base, 0o755)  # PostgreSQL runs as another user when we are root: it must reach its dirs
+    remote_pw, dba_pw = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
+    remote = Postgres(base / "remote", free_port())
+    say(f"creating the remote PostgreSQL on 127.0.0.1:{remote.port}")
+    remote.init(remote_pw)
+    remote.start()
+    remote.create_role_and_db(remote_pw, REMOTE_USER, dba_pw, REMOTE_DB)
+    doc = {
+        "remote": {"host": "127.0.0.1", "port": remote.port, "user": REMOTE_USER, "password": dba_pw,
+                   "dbname": REMOTE_DB, "superuser_password": remote_pw},
+        "nodes": [],
+        "demo_log": str(base / "demo.log"),
+    }
+    save(base, doc)
+    from appliance.clock import SystemClock
+    from appliance.config import load_config
+    from appliance.init import initialise
+
+    for index in range(1, nodes + 1):
+        name = f"node{index}"
+        home = base / name
+        home.mkdir(mode=0o755)
+        pg = Postgres(home / "pg", free_port())
+        admin_pw = secrets.token_urlsafe(18)
+        say(f"creating {name}: local PostgreSQL on 127.0.0.1:{pg.port}")
+        pg.init(admin_pw)
+        pg.start()
+        _secret_file(home / "admin-pw", admin_pw)
+        (home / "appliance.toml").write_text(node_config(base, name, pg.port))
+        config = load_config(home / "appliance.toml")
+        initialise(config, clock=SystemClock(), say=_prefixed(name))
+        doc["nodes"].append({"name": name, "config": str(home / "appliance.toml"), "pg_port": pg.port})
+        save(base, doc)
+        start_agent(base, name)
+    if cluster:
+        _form_cluster(base, doc, keepalive)
+        _wait_settled(base, doc, keepalive)
+    say(f"up: {nodes} node(s); remote database {REMOTE_USER}@127.0.0.1:{remote.port}/{REMOTE_DB}; "
+        f"details (with the password) in {manifest_path(base)}")
+    return status(base)
+
+
+def _prefixed(name: str) -> Callable[[str], None]:
+    return lambda text: say(f"{name}: {text}")
+
+
+def _form_cluster(base: Path, doc: dict[str, Any], keepalive: int) -> None:
+    remote = doc["remote"]
+    for index, node in enumerate(doc["nodes"]):
+        role = "--is_primary_node" if index == 0 else "--is_secondary_node"
+        line = (f"redirect --db_host {remote['host']} --db_port {remote['port']} --db_user {remote['user']} "
+                f"--db_name {remote['dbname']} --db_pass - {role} --yes")
+        say(f"{node['name']}: {line.replace('--db_pass -', '--db_pass ********')}")
+        done = subprocess.run([str(BIN / "appliance-shell"), "--config", node["config"], "-c", line],
+                              input=remote["password"] + "\n", capture_output=True, text=True, timeout=120,
+                              env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, check=False)
+        if done.returncode != 0:
+            raise CommandFailed(f"redirect of {node['name']} failed: {done.stderr.strip()}")
+        if index == 0 and keepalive != 10:
+            _set_keepalive(remote, keepalive)
+
+
+def _wait_settled(base: Path, doc: dict[str, Any], keepalive: int, timeout_s: float = 30.0) -> None:
+    """Wait until every agent runs on the shared database at the cluster's interval (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    pending = [node["name"] for node in doc["nodes"]]
+    while pending and time.monotonic() < deadline:
+        for name in list(pending):
+            try:
+                st = json.loads((base / name / "state" / "agent-status.json").read_text())
+            except (OSError, ValueError):
+                continue
+            if st.get("keepalive_s") == keepalive and st.get("state") in ("PRIM", "ALONE", "SECOND"):
+                pending.remove(name)
+        time.sleep(0.1)
+    if pending:
+        say(f"warning: {', '.join(pending)} not settled after {timeout_s:g} s; see their agent.log")
+
+
+def _set_keepalive(remote: dict[str, Any], keepalive: int) -> None:
+    """Set the interval before other nodes join, directly (no transition grace is needed yet)."""
+    from appliance.db.connect import DbTarget, Timeouts, connect
+
+    target = DbTarget((remote["host"],), (remote["port"],), remote["user"], remote["password"], remote["dbname"],
+                      "disable")
+    with connect(target, application_name="appliance-sandbox", timeouts=Timeouts(), autocommit=True) as conn:
+        conn.execute("UPDATE appliance.cluster_settings SET value = %s WHERE key = 'keepalive_interval_s'",
+                     (str(keepalive),))
+        conn.execute("SELECT pg_notify('appliance_ha_appliance', '')")
+
+
+def status(base: Path) -> int:
+    doc = load(base.resolve())
+    base = base.resolve()
+    remote = Postgres(base / "remote", doc["remote"]["port"])
+    print(f"remote database: 127.0.0.1:{remote.port} ({'running' if remote.running() else 'stopped'})")
+    print(f"{'node':<8} {'agent':<14} {'state':<7} {'local db':<10} config")
+    for node in doc["nodes"]:
+        name = node["name"]
+        pid = _pid(agent_pidfile(base, name))
+        state = "-"
+        try:
+            state = json.loads((base / name / "state" / "agent-status.json").read_text()).get("state", "-")
+        except (OSError, ValueError):
+            pass
+        pg = Postgres(base / name / "pg", node["pg_port"])
+        agent = f"pid {pid}" if pid else "stopped"
+        print(f"{name:<8} {agent:<14} {state if pid else '-':<7} "
+              f"{'running' if pg.running() else 'stopped':<10} {node['config']}")
+    return ExitStatus.OK
+
+
+def node_of(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    for node in doc["nodes"]:
+        if node["name"] == name:
+            return dict(node)
+    names = ", ".join(n["name"] for n in doc["nodes"])
+    raise UsageError(f"no node {name!r} in this sandbox", hint=f"nodes: {names}")
+
+
+def shell(base: Path, name: str) -> int:
+    node = node_of(load(base.resolve()), name)
+    os.execv(str(BIN / "appliance-shell"), [str(BIN / "appliance-shell"), "--config", node["config"]])
+
+
+def kill(base: Path, name: str) -> int:
+    """Kill a node as a crash would: its agent and services get SIGKILL."""
+    base = base.resolve()
+    node_of(load(base), name)
+    stop_agent(base, name, signal.SIGKILL)
+    for pidfile in (base / name / "state" / "run").glob("*.pid"):
+        pid = _pid(pidfile)
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+    say(f"{name}: agent and services killed (SIGKILL); watch the failover with 'ha get nodes' on another node")
+    return ExitStatus.OK
+
+
+def start(base: Path, name: str) -> int:
+    base = base.resolve()
+    node = node_of(load(base), name)
+    Postgres(base / name / "pg", node["pg_port"]).start()
+    say(f"{name}: agent started (pid {start_agent(base, name)}); it rejoins as a standby")
+    return ExitStatus.OK
+
+
+def down(base: Path) -> int:
+    base = base.resolve()
+    doc = load(base)
+    for node in doc["nodes"]:
+        if stop_agent(base, node["name"]):
+            say(f"{node['name']}: agent stopped")
+        try:
+            _services(base, node["name"]).stop()
+        except ApplianceError as exc:
+            say(f"{node['name']}: could not stop its services: {exc.message}")
+        Postgres(base / node["name"] / "pg", node["pg_port"]).stop()
+    Postgres(base / "remote", doc["remote"]["port"]).stop()
+    say(f"down: nothing of the sandbox in {base} is running (files kept; 'up' resumes it)")
+    return ExitStatus.OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="appliance-sandbox", description="A local multi-node appliance cluster.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    p_up = sub.add_parser("up", help="create (or resume) the sandbox and start it")
+    p_up.add_argument("--nodes", type=int, default=2)
+    p_up.add_argument("--cluster", action="store_true", help="also redirect the nodes into one cluster")
+    p_up.add_argument("--keepalive", type=int, default=10, help="cluster keepalive interval with --cluster (s)")
+    for name in ("status", "down"):
+        sub.add_parser(name)
+    for name in ("shell", "kill", "start"):
+        sub.add_parser(name).add_argument("node")
+    for sp in sub.choices.values():
+        sp.add_argument("--dir", type=Path, default=Path(".sandbox"), help="sandbox directory (default ./.sandbox)")
+    args = parser.parse_args(argv)
+    from appliance.shell.render import render_error
+
+    try:
+        if args.action == "up":
+            return up(args.dir, args.nodes, args.cluster, args.keepalive)
+        if args.action == "status":
+            return status(args.dir)
+        if args.action == "down":
+            return down(args.dir)
+        return {"shell": shell, "kill": kill, "start": start}[args.action](args.dir, args.node)
+    except ApplianceError as exc:
+        render_error(exc, sys.stderr)
+        return exc.status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

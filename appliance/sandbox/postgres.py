@@ -1,0 +1,103 @@
+"""PostgreSQL instances for the sandbox: initdb, start, stop, in a directory of the sandbox.
+
+PostgreSQL refuses to run as root, so when the sandbox runs as root every PostgreSQL program runs as
+the unprivileged ``postgres`` user (Debian's package creates it) through ``runuser``. Passwords reach
+initdb through a file (never argv), and roles get SCRAM verifiers computed client-side.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import socket
+import subprocess
+from pathlib import Path
+
+from appliance.errors import CommandFailed, NotConfigured
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+RUN_AS = "postgres"
+TIMEOUT_S = 60
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Postgres:
+    """One cluster: ``<dir>/data``, log ``<dir>/postgres.log``, listening on 127.0.0.1:``port``."""
+
+    def __init__(self, directory: Path, port: int, superuser: str = "postgres") -> None:
+        self.dir, self.port, self.superuser = directory, port, superuser
+        self.data = directory / "data"
+        self.log = directory / "postgres.log"
+
+    def _argv(self, program: str, *args: str) -> list[str]:
+        path = PG_BIN / program
+        if not path.exists():
+            raise NotConfigured(f"{path} is missing", hint="install PostgreSQL 15 (scripts/setup.sh does)")
+        argv = [str(path), *args]
+        if os.geteuid() == 0:
+            return ["/usr/sbin/runuser", "-u", RUN_AS, "--", *argv]
+        return argv
+
+    def _run(self, program: str, *args: str) -> None:
+        done = subprocess.run(self._argv(program, *args), capture_output=True, text=True, timeout=TIMEOUT_S,
+                              check=False, env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"},
+                              stdin=subprocess.DEVNULL)
+        if done.returncode != 0:
+            reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+            raise CommandFailed(f"{program} failed for {self.dir}: {reason}", hint=f"see {self.log}")
+
+    def init(self, password: str) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        pwfile = self.dir / ".pwfile"
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(password + "\n")
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam(RUN_AS)
+            for path in (self.dir, pwfile):
+                os.chown(path, owner.pw_uid, owner.pw_gid)
+        try:
+            self._run("initdb", "-D", str(self.data), "-U", self.superuser, "--pwfile", str(pwfile),
+                      "--auth=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")
+        finally:
+            pwfile.unlink(missing_ok=True)
+        with open(self.data / "postgresql.conf", "a") as conf:
+            conf.write(f"\n# appliance-sandbox\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n"
+                       f"unix_socket_directories = '{self.data}'\nfsync = off\nfull_page_writes = off\n"
+                       "synchronous_commit = off\n")
+
+    def start(self) -> None:
+        if self.running():
+            return
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", str(TIMEOUT_S), "start")
+
+    def stop(self) -> None:
+        if self.running():
+            self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", str(TIMEOUT_S), "stop")
+
+    def running(self) -> bool:
+        try:
+            pid = int((self.data / "postmaster.pid").read_text().split()[0])
+            os.kill(pid, 0)
+        except (OSError, ValueError, IndexError):
+            return False
+        return True
+
+    def create_role_and_db(self, superuser_password: str, role: str, password: str, dbname: str) -> None:
+        """A login role (SCRAM verifier made here, so the plaintext never reaches the server) owning ``dbname``."""
+        from psycopg import sql
+
+        from appliance.db.connect import DbTarget, Timeouts, connect
+
+        admin = DbTarget(("127.0.0.1",), (self.port,), self.superuser, superuser_password, "postgres", "disable")
+        with connect(admin, application_name="appliance-sandbox", timeouts=Timeouts(), autocommit=True) as conn:
+            verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role),
+                                                                             sql.Literal(verifier)))
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(dbname),
+                                                                       sql.Identifier(role)))
