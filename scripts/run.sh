@@ -1,20 +1,17 @@
 #!/usr/bin/env bash
-# Runs the product: the appliance shell on a sandbox configuration under ./.sandbox (hostname
-# backend "file", state in ./.sandbox/state), so nothing on this machine is changed.
+# Runs the product: a local two-node sandbox cluster under ./.sandbox (a "remote" PostgreSQL, and per
+# node its own PostgreSQL, config, key, state and HA agent; nothing on this machine is renamed or
+# reconfigured), then opens node1's appliance shell. Leaving the shell leaves the sandbox running:
+# `.venv/bin/appliance-sandbox down` stops it. Extra arguments go to `appliance-sandbox up`
+# (e.g. --cluster to have the redirects done for you, --nodes 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-mkdir -p .sandbox/state
-config=.sandbox/appliance.toml
-if [[ ! -e $config ]]; then
-    cat > "$config" <<TOML
-# Sandbox configuration written by scripts/run.sh; see appliance/data/appliance.toml for every key.
-[paths]
-state_dir = "state"
-[hostname]
-backend = "file"
-[audit]
-target = "file"
-TOML
-fi
-exec .venv/bin/appliance-shell --config "$config" "$@"
+.venv/bin/appliance-sandbox up --dir .sandbox --nodes 2 "$@"
+cat <<'TEXT'
+
+The remote database for `redirect` is described in .sandbox/sandbox.json ("remote": host, port,
+user, dbname, and its throwaway password). Opening node1's shell; type `help`, or see the README
+walkthrough. Another node: .venv/bin/appliance-sandbox shell node2
+TEXT
+exec .venv/bin/appliance-sandbox shell node1 --dir .sandbox
