@@ -28,7 +28,7 @@ from appliance.config import Config, config_path, load_config
 from appliance.errors import ApplianceError, ExitStatus
 from appliance.ha.decide import status_of
 from appliance.ha.listener import Listener
-from appliance.ha.model import Action, Decision
+from appliance.ha.model import Action, Decision, NodeStatus
 from appliance.ha.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -252,7 +252,7 @@ class Agent:
         me = view.node(runtime.node_id) if view else None
         doc: dict[str, Any] = {
             "node_id": runtime.node_id,
-            "state": status_of(view, me).value if view and me else "WAIT",
+            "state": self._state(),
             "acting": runtime.local.acting,
             "epoch": runtime.local.epoch,
             "priority": me.priority if me else None,
@@ -266,6 +266,20 @@ class Agent:
             write_atomic(status_path(self.config), json.dumps(doc) + "\n", mode=0o644)
         except OSError as exc:
             logger.warning("cannot write %s: %s", status_path(self.config), exc.strerror)
+
+    def _state(self) -> str:
+        """PRIM/ALONE/SECOND/STOP/WAIT from what this node does now (the snapshot predates this tick's act)."""
+        runtime = self.runtime
+        assert runtime is not None
+        view = runtime.view
+        me = view.node(runtime.node_id) if view else None
+        if view is None or me is None:
+            return str(NodeStatus.WAIT.value)
+        if runtime.local.acting:
+            others = [n for n in view.candidates() if n.node_id != me.node_id]
+            return str((NodeStatus.PRIM if others else NodeStatus.ALONE).value)
+        shown = status_of(view, me)
+        return str(NodeStatus.WAIT.value if shown in (NodeStatus.PRIM, NodeStatus.ALONE) else shown.value)
 
     # --- signals ---------------------------------------------------------------------------------
 

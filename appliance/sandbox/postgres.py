@@ -26,6 +26,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _check_reachable(directory: Path) -> None:
+    """As root, PostgreSQL runs as ``postgres``: every parent directory must be searchable by others."""
+    for parent in [directory, *directory.parents]:
+        if not parent.stat().st_mode & 0o001:
+            raise NotConfigured(
+                f"PostgreSQL runs as user {RUN_AS} and cannot reach {directory}: {parent} is not searchable by others",
+                hint="choose a --dir under a directory others may enter (for example under /tmp or /srv)",
+            )
+
+
 class Postgres:
     """One cluster: ``<dir>/data``, log ``<dir>/postgres.log``, listening on 127.0.0.1:``port``."""
 
@@ -53,6 +63,8 @@ class Postgres:
 
     def init(self, password: str) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            _check_reachable(self.dir)
         pwfile = self.dir / ".pwfile"
         fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
