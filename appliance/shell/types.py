@@ -51,19 +51,12 @@ class Text(ParamType):
 
 
 @dataclass(frozen=True)
-class Secret(ParamType):
-    """A secret value (password). Masked in history, audit and logs; never echoed."""
+class Secret(Text):
+    """A secret value (password): text that is masked in history, audit and logs, and never echoed."""
 
     metavar: str = "<SECRET>"
     secret: bool = True
     max_len: int = 1024
-
-    def parse(self, text: str) -> str:
-        if not text:
-            raise ValueError("must not be empty")
-        if len(text) > self.max_len:
-            raise ValueError(f"must be at most {self.max_len} characters")
-        return text
 
 
 @dataclass(frozen=True)
