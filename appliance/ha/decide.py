@@ -4,10 +4,11 @@ No I/O, no clock reads: :func:`decide` is given ``now`` (this node's monotonic c
 :class:`~appliance.ha.model.Decision` with a one-line reason; the runtime carries it out.
 
 Timing (I = keepalive interval, a cluster setting):
-* the lease lasts ``2·I`` from each renewal (by the database clock), and the holder renews every I;
+* the lease lasts ``2·I`` from each renewal (by the database clock), and the holder renews every
+  I/2, counted from the start of its previous renewal;
 * the holder acts as primary only until ``renewal start + 1.5·I`` on its own monotonic clock, so it
   has stopped (self-fenced) half an interval before anyone else can take the lease, even if it was
-  paused, starved or cut off;
+  paused, starved or cut off; a pause of up to one interval costs it nothing (1.5·I - I/2);
 * a node is online while its last heartbeat is at most ``2·I`` old (database clock);
 * when the lease expires, only the highest-priority online node (ties: lowest node id) takes it, with
   a compare-and-set on the epoch; the previous holder, if still online, is preferred (no needless
@@ -20,6 +21,7 @@ from appliance.ha.model import Action, ClusterView, Decision, Local, NodeState, 
 
 LEASE_TTL_FACTOR = 2.0  # lease lifetime, in keepalive intervals
 TRUST_FACTOR = 1.5  # how long the holder may act after the start of a successful renewal
+RENEW_FACTOR = 0.5  # the holder renews this often (in intervals), from the start of the last renewal
 WAKE_SLACK_S = 0.05  # a standby next in line wakes this long after the lease's expiry
 
 
@@ -31,6 +33,10 @@ def trust_s(keepalive_s: float) -> float:
     return TRUST_FACTOR * keepalive_s
 
 
+def renew_every_s(keepalive_s: float) -> float:
+    return RENEW_FACTOR * keepalive_s
+
+
 def decide(view: ClusterView | None, local: Local, now: float) -> Decision:
     """Decide what this node does now.
 
@@ -40,6 +46,9 @@ def decide(view: ClusterView | None, local: Local, now: float) -> Decision:
     """
     trusted = local.trusted_until is not None and now < local.trusted_until
     if view is None:
+        if local.acting and local.stopping:
+            return Decision(Action.DEMOTE, "stopping with the database unreachable: stepping down (the lease "
+                            "expires by itself)")
         if local.acting and not trusted:
             return Decision(Action.DEMOTE, "the database is unreachable and the trust window has ended: stepping down")
         if local.acting:
@@ -70,7 +79,9 @@ def decide(view: ClusterView | None, local: Local, now: float) -> Decision:
                             expected_epoch=lease.epoch, target=successor.node_id if successor else None)
         if local.acting:
             return Decision(Action.DEMOTE, f"{why}: stepping down")
-        return Decision(Action.STAY, why)
+        if local.stopping:
+            return Decision(Action.STAY, "stopping: not the primary, nothing to hand over")
+        return Decision(Action.STAY, f"{why}: not taking part in elections")
 
     if lease.holder == me.node_id:
         if local.epoch is not None and local.epoch != lease.epoch:
@@ -78,16 +89,21 @@ def decide(view: ClusterView | None, local: Local, now: float) -> Decision:
         if lease.handover_to and lease.handover_to != me.node_id:
             target = view.node(lease.handover_to)
             if target is not None and target.admin_state == "active" and view.online(target):
+                if lease.expired:
+                    # Already released to it: wait for it to take over (resigning again would only
+                    # wake everyone again), until it does or drops offline.
+                    return Decision(Action.STAY, f"handed the lease over to {target.name}; waiting for it",
+                                    wake_in_s=keepalive / 4)
                 return Decision(Action.RESIGN, f"switchover requested: handing the lease over to {target.name}",
                                 expected_epoch=lease.epoch, target=target.node_id)
         return Decision(Action.RENEW, f"primary (epoch {lease.epoch}): renewing the lease",
-                        expected_epoch=lease.epoch, wake_in_s=keepalive)
+                        expected_epoch=lease.epoch, wake_in_s=renew_every_s(keepalive))
 
     if local.acting:
         return Decision(Action.DEMOTE, f"the lease is held by {holder_name} (epoch {lease.epoch}): stepping down")
 
     if not lease.expired:
-        nxt = view.candidates()
+        nxt = [n for n in view.candidates() if n.node_id != lease.holder]
         first = bool(nxt) and nxt[0].node_id == me.node_id
         wake = min(keepalive, max(0.0, (lease.remaining_s or 0.0)) + WAKE_SLACK_S) if first else keepalive
         return Decision(Action.STAY, f"standby: {holder_name} is primary (epoch {lease.epoch})", wake_in_s=wake)
@@ -107,9 +123,13 @@ def decide(view: ClusterView | None, local: Local, now: float) -> Decision:
                         wake_in_s=min(keepalive, local.grace_until - now))
     candidates = view.candidates()
     if holder is not None and holder in candidates:
-        # Still online: it will renew (after a database outage, say); switching would gain nothing.
-        return Decision(Action.STAY, f"the lease of {holder.name} lapsed but it is online: waiting for it to renew",
-                        wake_in_s=keepalive / 2)
+        lapsed_for = -(lease.remaining_s or 0.0)
+        if lapsed_for <= keepalive:
+            # Still online: it will renew (after a database outage, say); switching would gain nothing.
+            return Decision(Action.STAY, f"the lease of {holder.name} lapsed but it is online: waiting for it "
+                            "to renew", wake_in_s=keepalive / 2)
+        # Online but not renewing for a whole interval (it can heartbeat but not renew): replace it.
+        candidates = [n for n in candidates if n.node_id != holder.node_id]
     if not candidates:
         return Decision(Action.STAY, "no node is online to take the lease", wake_in_s=keepalive)
     best = candidates[0]

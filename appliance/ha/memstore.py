@@ -100,6 +100,8 @@ class InMemoryStore(HaStore):
         with self._lock:
             if self.holder != node_id or self.epoch != epoch:
                 return False
+            if self.expires_at is not None and self.expires_at <= self.clock.now():
+                return False  # already released (or lapsed): nothing to give up, nobody to wake
             self.expires_at, self.handover_to = self.clock.now(), handover_to
             return True
 

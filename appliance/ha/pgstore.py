@@ -124,7 +124,7 @@ _RENEW: LiteralString = (
 _RELEASE: LiteralString = (
     "UPDATE {s}.lease SET expires_at = now(),"
     " handover_to = (SELECT node_id FROM {s}.nodes WHERE node_id = %(target)s)"
-    " WHERE id = 1 AND holder = %(me)s AND epoch = %(epoch)s RETURNING 1"
+    " WHERE id = 1 AND holder = %(me)s AND epoch = %(epoch)s AND expires_at > now() RETURNING 1"
 )
 _REQUEST_HANDOVER: LiteralString = "UPDATE {s}.lease SET handover_to = %s WHERE id = 1"
 _SET_ADMIN_STATE: LiteralString = "UPDATE {s}.nodes SET admin_state = %s WHERE node_id = %s"

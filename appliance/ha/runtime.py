@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Protocol
 
 from appliance.clock import Clock
-from appliance.ha.decide import decide, lease_ttl_s, trust_s
+from appliance.ha.decide import decide, lease_ttl_s, renew_every_s, trust_s
 from appliance.ha.model import Action, ClusterView, Decision, Local
 from appliance.ha.store import HaStore, NotRegistered, StoreUnavailable
 from appliance.services import ServiceManager
@@ -35,6 +35,8 @@ class Runtime:
         self.local = Local(node_id)
         self.view: ClusterView | None = None
         self.keepalive_s = 10.0  # until the first snapshot says otherwise
+        self.renewed_at: float | None = None  # monotonic start of the last successful renewal
+        self.store_lost = False  # the last snapshot failed (not merely: none taken yet)
 
     @property
     def node_id(self) -> str:
@@ -45,14 +47,33 @@ class Runtime:
         self.services.start("standby")
 
     def tick(self) -> Decision:
+        early: Decision | None = None
+        if self.local.acting and self.local.epoch is not None and not self.local.stopping:
+            # The holder renews FIRST: a slow heartbeat or snapshot must not eat its trust window.
+            early = self._renew(Decision(Action.RENEW, "renewing the lease", expected_epoch=self.local.epoch))
+        was_lost = self.store_lost
         try:
             self.store.heartbeat(self.node_id)
             self.view = self.store.snapshot()
             self.keepalive_s = self.view.keepalive_s
+            self.store_lost = False
         except (StoreUnavailable, NotRegistered):
-            self.view = None
+            self.view, self.store_lost = None, True
+        if self.view is not None and was_lost and not self.local.acting:
+            # Back in touch with the database: everyone's heartbeats are as old as the outage. Give the
+            # previous holder an interval to renew before anybody is judged dead.
+            self.grace(self.keepalive_s)
         decision = decide(self.view, self.local, self.clock.monotonic())
+        if early is not None and early.action is Action.RENEW and decision.action is Action.RENEW:
+            return self._paced(decision)  # renewed at the start of this tick already
         return self._apply(decision)
+
+    def _paced(self, decision: Decision) -> Decision:
+        """The holder's next tick: I/2 after the START of its last renewal, not after this tick's end."""
+        if self.renewed_at is None:
+            return decision
+        wake = max(0.0, self.renewed_at + renew_every_s(self.keepalive_s) - self.clock.monotonic())
+        return Decision(decision.action, decision.reason, decision.expected_epoch, decision.target, wake)
 
     def stop(self) -> Decision:
         """A clean stop: resign (handing the lease over) if primary, and stop acting."""
@@ -69,6 +90,8 @@ class Runtime:
         action = decision.action
         if action is Action.DEMOTE:
             self.step_down()
+            # Decide again at once: the lease may still be ours to renew (after a short pause, say).
+            return Decision(action, decision.reason, wake_in_s=0.0) if decision.wake_in_s is None else decision
         elif action is Action.RENEW:
             return self._renew(decision)
         elif action is Action.ACQUIRE:
@@ -90,23 +113,29 @@ class Runtime:
         except (StoreUnavailable, NotRegistered):
             if self.local.acting and not self._trusted():
                 self.step_down()
-                return Decision(Action.DEMOTE, "renewal failed and the trust window has ended: stepping down")
-            return Decision(Action.STAY, "renewal failed (database unavailable); still within the trust window",
+                return Decision(Action.DEMOTE, "renewal failed and the trust window has ended: stepping down",
+                                wake_in_s=0.0)
+            left = (self.local.trusted_until or 0.0) - self.clock.monotonic()
+            if self.local.acting:
+                return Decision(Action.STAY, f"renewal failed (database unavailable); trusted for {left:.1f} s more",
+                                wake_in_s=max(0.0, min(1.0, left)))
+            return Decision(Action.STAY, "could not confirm the lease (database unavailable)",
                             wake_in_s=min(1.0, self.keepalive_s))
         if not renewed:
             self.step_down()
             return Decision(Action.DEMOTE, "the lease was lost (not renewed): stepping down")
         self.local = replace(self.local, epoch=decision.expected_epoch,
                              trusted_until=started + trust_s(self.keepalive_s))
+        self.renewed_at = started
         if not self._trusted():
             self.step_down()  # the renewal itself took longer than the trust budget
             return Decision(Action.DEMOTE, "the renewal was too slow to trust: stepping down")
         if not self.local.acting:
             self._act()
-            return Decision(Action.RENEW, f"confirmed the lease (epoch {decision.expected_epoch}): acting as primary",
-                            expected_epoch=decision.expected_epoch, wake_in_s=decision.wake_in_s)
+            return self._paced(Decision(Action.RENEW, f"confirmed the lease (epoch {decision.expected_epoch}): "
+                                        "acting as primary", expected_epoch=decision.expected_epoch))
         self._grant()
-        return decision
+        return self._paced(decision)
 
     def _acquire(self, decision: Decision) -> Decision:
         assert decision.expected_epoch is not None
@@ -118,11 +147,12 @@ class Runtime:
         if epoch is None:
             return Decision(Action.STAY, "another node took the lease first", wake_in_s=self.keepalive_s)
         self.local = replace(self.local, epoch=epoch, trusted_until=started + trust_s(self.keepalive_s))
+        self.renewed_at = started
         if not self._trusted():
             return Decision(Action.STAY, "took the lease too slowly to trust it; renewing first", wake_in_s=0.0)
         self._act()
-        return Decision(Action.ACQUIRE, f"{decision.reason}; now primary (epoch {epoch})", expected_epoch=epoch,
-                        wake_in_s=self.keepalive_s)
+        return self._paced(Decision(Action.ACQUIRE, f"{decision.reason}; now primary (epoch {epoch})",
+                                    expected_epoch=epoch))
 
     def _trusted(self) -> bool:
         until = self.local.trusted_until

@@ -62,8 +62,9 @@ class HaStore(ABC):
     def release(self, node_id: str, epoch: int, handover_to: str | None) -> bool:
         """Give the lease up at once (``expires_at = now()``), naming a successor if any.
 
-        ONE conditional UPDATE scoped to holder and epoch; the holder stays recorded so that only
-        ``handover_to`` (or, if None, the best candidate) takes over. False: not the holder.
+        ONE conditional UPDATE scoped to holder, epoch and a live lease; the holder stays recorded so
+        that only ``handover_to`` (or, if None, the best candidate) takes over. False: not the holder,
+        or already released/lapsed (then nothing changes and nobody is woken).
         """
 
     @abstractmethod
