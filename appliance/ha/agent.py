@@ -185,7 +185,8 @@ class Agent:
 
         assert self.runtime is not None and self.target is not None
         view = self.runtime.view
-        interval = view.db_check_s if view else 10.0
+        # Before the first snapshot the interval is unknown: look again soon rather than in 10 s.
+        interval = view.db_check_s if view else 1.0
         self.next_db_check = self.clock.monotonic() + interval
         target = self.target
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("appliance.agent")
 
 SLICE_S = 0.1  # how often a wait looks at the local wake-up event
-RETRY_S = 5.0  # how often a lost listening connection is retried
+RETRY_S = 1.0  # how often a lost listening connection is retried (a missed NOTIFY costs up to a tick)
 
 
 class Listener:

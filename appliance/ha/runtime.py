@@ -65,8 +65,14 @@ class Runtime:
             self.grace(self.keepalive_s)
         decision = decide(self.view, self.local, self.clock.monotonic())
         if early is not None and early.action is Action.RENEW and decision.action is Action.RENEW:
-            return self._paced(decision)  # renewed at the start of this tick already
-        return self._apply(decision)
+            # Renewed at the start of this tick already; report what that renewal said.
+            return self._paced(early if early.reason != "renewing the lease" else decision)
+        done = self._apply(decision)
+        if early is not None and early.action is Action.DEMOTE:
+            # The step-down happened in the early renewal: say so, not only what followed it.
+            return Decision(Action.DEMOTE, f"{early.reason}; then: {done.reason}", done.expected_epoch,
+                            done.target, done.wake_in_s)
+        return done
 
     def _paced(self, decision: Decision) -> Decision:
         """The holder's next tick: I/2 after the START of its last renewal, not after this tick's end."""
@@ -108,6 +114,7 @@ class Runtime:
     def _renew(self, decision: Decision) -> Decision:
         assert decision.expected_epoch is not None
         started = self.clock.monotonic()  # the trust window is anchored at the start of the attempt
+        lapsed = self.local.acting and not self._trusted()  # its services may have fenced themselves off
         try:
             renewed = self.store.renew(self.node_id, decision.expected_epoch, lease_ttl_s(self.keepalive_s))
         except (StoreUnavailable, NotRegistered):
@@ -134,6 +141,13 @@ class Runtime:
             self._act()
             return self._paced(Decision(Action.RENEW, f"confirmed the lease (epoch {decision.expected_epoch}): "
                                         "acting as primary", expected_epoch=decision.expected_epoch))
+        if lapsed:
+            # After a pause past the trust deadline the primary-only services stopped themselves at the
+            # fence; the lease is still ours, so open the fence again and start them again.
+            self._act()
+            return self._paced(Decision(Action.RENEW, f"renewed the lease (epoch {decision.expected_epoch}) after "
+                                        "the trust window had lapsed: restarted the primary services",
+                                        expected_epoch=decision.expected_epoch))
         self._grant()
         return self._paced(decision)
 
