@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs everything the product and its tests need on a fresh Debian 12 machine. Idempotent:
 # a second run installs nothing. Debian packages: ping, PostgreSQL 15 (server binaries for the
-# test clusters and the sandbox), tmux (terminal tests), venv support. Python packages: the project
-# and its dev extras, into ./.venv.
+# test clusters and the sandbox), tmux (terminal tests), OpenSSH's sshd, login and passwd (the SSH
+# and serial-console tests), venv support. Python packages: the project and its dev extras, into ./.venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(iputils-ping libcap2-bin postgresql-15 postgresql-client-15 tmux python3-venv util-linux)
+packages=(iputils-ping libcap2-bin postgresql-15 postgresql-client-15 tmux python3-venv util-linux
+          openssh-server login passwd)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -17,6 +18,12 @@ if ((${#missing[@]})); then
     echo "setup: installing Debian packages: ${missing[*]}"
     "${sudo[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # openssh-server is here for the tests, which run their own sshd on a loopback port: do not leave a
+    # new sshd listening on port 22 of a machine that had none.
+    if [[ " ${missing[*]} " == *" openssh-server "* ]] && command -v systemctl >/dev/null \
+        && [[ -d /run/systemd/system ]]; then
+        "${sudo[@]}" systemctl disable --now ssh.service >/dev/null 2>&1 || true
+    fi
 fi
 
 # Debian's own Python 3.11 first: it is the interpreter the appliance image ships, so start-up
