@@ -67,6 +67,10 @@ class HostnameConfig:
 class ToolsConfig:
     ping: Path = Path("/usr/bin/ping")
     hostnamectl: Path = Path("/usr/bin/hostnamectl")
+    systemctl: Path = Path("/usr/bin/systemctl")
+    # The privileged path of an unprivileged shell or agent: ``sudo -n <privhelper> VERB ARGS``.
+    sudo: Path = Path("/usr/bin/sudo")
+    privhelper: Path = Path("/usr/libexec/appliance/privhelper")
 
 
 @dataclass(frozen=True)
@@ -279,11 +283,11 @@ def _checks(base: Path) -> dict[str, dict[str, _Check]]:
             "history_size": _int_range(1, 100000),
         },
         "hostname": {
-            "backend": _choice("hostnamectl", "etc", "file"),
+            "backend": _choice("hostnamectl", "helper", "etc", "file"),
             "etc_root": path,
             "set_kernel": _boolean,
         },
-        "tools": {"ping": exe, "hostnamectl": exe},
+        "tools": {"ping": exe, "hostnamectl": exe, "systemctl": exe, "sudo": exe, "privhelper": exe},
         "audit": {"target": _choice("auto", "syslog", "file")},
         "database": {
             "name": _identifier,

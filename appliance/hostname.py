@@ -1,6 +1,9 @@
 """Reading and setting the node's hostname through the backend chosen in the config.
 
-* ``hostnamectl``: systemd's tool (static hostname); used on the appliance.
+* ``hostnamectl``: systemd's tool (static and transient hostname), the caller being root.
+* ``helper``: the appliance image, where the shell runs as the unprivileged login user: the
+  privileged helper (:mod:`appliance.privhelper`, through ``sudo -n``) checks the name again, applies
+  it with ``hostnamectl`` and keeps the ``127.0.1.1`` line of ``/etc/hosts`` in step.
 * ``etc``: ``<root>/etc/hostname`` and the ``127.0.1.1`` line of ``<root>/etc/hosts``, plus the kernel
   hostname; for hosts without systemd.
 * ``file``: a file in the state dir; sandboxes and tests, where the machine's name must not change.
@@ -100,18 +103,24 @@ class EtcBackend(HostnameBackend):
                 ) from None
         try:
             write_atomic(self.hostname_file, name + "\n")
-            write_atomic(self.hosts_file, hosts_with_name(self._read_hosts(), name))
+            set_hosts_name(self.hosts_file, name)
         except OSError as exc:
             if self.set_kernel:
                 socket.sethostname(previous)  # keep kernel and files in step
             where = exc.filename or self.hostname_file
             raise CommandFailed(f"cannot write {where}: {exc.strerror}") from None
 
-    def _read_hosts(self) -> str:
-        try:
-            return self.hosts_file.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return "127.0.0.1\tlocalhost\n"
+
+def set_hosts_name(hosts_file: Path, name: str) -> None:
+    """Rewrite ``hosts_file`` atomically so that its ``127.0.1.1`` line names ``name``.
+
+    :raises OSError: it cannot be read or written.
+    """
+    try:
+        hosts = hosts_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        hosts = "127.0.0.1\tlocalhost\n"
+    write_atomic(hosts_file, hosts_with_name(hosts, name))
 
 
 def hosts_with_name(hosts: str, name: str) -> str:
@@ -142,10 +151,27 @@ class HostnamectlBackend(HostnameBackend):
         run_tool(self.tool, ["set-hostname", "--transient", "--", name], timeout_s=15)
 
 
+class HelperBackend(HostnameBackend):
+    """Through the privileged helper (``sudo -n <privhelper> set-hostname NAME``)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def get(self) -> str:
+        return socket.gethostname()
+
+    def set(self, name: str) -> None:
+        from appliance.privhelper import call_helper
+
+        call_helper(self.config, ["set-hostname", name], timeout_s=60)
+
+
 def backend_for(config: Config) -> HostnameBackend:
     choice = config.hostname.backend
     if choice == "file":
         return FileBackend(config.paths.state_dir, config.node.default_hostname)
     if choice == "etc":
         return EtcBackend(config.hostname.etc_root, config.hostname.set_kernel)
+    if choice == "helper":
+        return HelperBackend(config)
     return HostnamectlBackend(config.tools.hostnamectl)

@@ -3,7 +3,12 @@
 ``process`` (sandboxes and tests) runs the configured commands as detached children with a pid file
 each under ``<state_dir>/run`` and their output in ``<state_dir>/log``; stopping sends SIGTERM, then
 SIGKILL after ``stop_timeout_s``. ``systemd`` starts and stops the configured units with
-``systemctl``. Every wait is bounded.
+``systemctl start|stop``: directly when this process is root, otherwise through the privileged helper
+(``sudo -n <privhelper> service start|stop UNIT...``, :mod:`appliance.privhelper`), which accepts only
+the units listed in the configuration. That is the appliance image's case: the agent and the login
+shell run as the appliance account (they share its credential files), and ``redirect`` in the shell
+stops and starts the same units. Reading the state (``systemctl is-active``) needs no privilege.
+Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -130,30 +135,39 @@ class ProcessServices(ServiceManager):
 
 
 class SystemdServices(ServiceManager):
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, as_root: bool | None = None) -> None:
+        self.config = config
         self.primary = config.services.primary_units
         self.standby = config.services.standby_units
         self.timeout_s = config.services.stop_timeout_s + 10
-        self.systemctl = Path("/usr/bin/systemctl")
+        self.systemctl = config.tools.systemctl
+        # root (the agent run as root, the sandbox's tests) controls units itself; anyone else asks
+        # the privileged helper, which checks the units against the same configuration.
+        self.as_root = os.geteuid() == 0 if as_root is None else as_root
 
-    def _run(self, *args: str) -> str:
-        from appliance.proc import run_tool
+    def _control(self, verb: str, units: list[str]) -> None:
+        if self.as_root:
+            from appliance.proc import run_tool
 
-        return run_tool(self.systemctl, list(args), timeout_s=self.timeout_s)
+            run_tool(self.systemctl, [verb, "--", *units], timeout_s=self.timeout_s)
+        else:
+            from appliance.privhelper import call_helper
+
+            call_helper(self.config, ["service", verb, *units], timeout_s=self.timeout_s + 10)
 
     def start(self, role: str) -> list[str]:
         wanted = list(self.standby) + (list(self.primary) if role == "primary" else [])
         if role != "primary" and self.primary:
-            self._run("stop", "--", *self.primary)
+            self._control("stop", list(self.primary))
         if wanted:
-            self._run("start", "--", *wanted)
+            self._control("start", wanted)
         return wanted
 
     def stop(self) -> list[str]:
         units = list(self.primary) + list(self.standby)
         was = self.running()
         if units:
-            self._run("stop", "--", *units)
+            self._control("stop", units)
         return was
 
     def running(self) -> list[str]:

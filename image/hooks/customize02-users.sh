@@ -1,0 +1,22 @@
+#!/bin/sh
+# mmdebstrap customize hook ($1 = the root file system): the appliance account and root.
+#
+# ems: uid 1000, login shell /usr/local/bin/appliance-shell (registered in /etc/shells), home
+# /home/ems owned by root (nothing there is the account's to change), password "ems" (public, as on
+# the vendor's appliance) set through chpasswd's standard input and expired, so the first login
+# (SSH keyboard-interactive or the serial console) must change it. root: locked.
+set -eu
+ROOT="$1"
+SHELL_PATH=/usr/local/bin/appliance-shell
+
+chroot "$ROOT" useradd --uid 1000 --user-group --no-create-home --home-dir /home/ems \
+    --shell "$SHELL_PATH" --comment "Appliance administrator" ems
+install -d -m 0755 -o root -g root "$ROOT/home/ems"
+# sshd (pam_motd) and login(1) print the message of the day and the last-login line to stdout, even
+# for `printf 'cmd\n' | ssh ems@vm`, where it would be read as command output: .hushlogin silences
+# both. Root-owned like the home itself, so the account cannot remove it.
+install -m 0644 -o root -g root /dev/null "$ROOT/home/ems/.hushlogin"
+chroot "$ROOT" add-shell "$SHELL_PATH"
+printf 'ems:ems\n' | chroot "$ROOT" chpasswd
+chroot "$ROOT" chage -d 0 ems
+chroot "$ROOT" passwd -q -l root
