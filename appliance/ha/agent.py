@@ -110,7 +110,12 @@ class Agent:
         fence = FileFence(fence_path(self.config.paths.state_dir))
         runtime = Runtime(store, me.node_id, manager_for(self.config), self.clock, fence=fence)
         if previous is None:
-            runtime.start()
+            try:
+                runtime.start()
+            except ApplianceError as exc:
+                # Not fatal: the standby services are started again with the first role change, and a
+                # crash loop under systemd would only add noise.
+                logger.error("could not start this node's services: %s", exc.message)
         elif self.generation == previous_generation:
             runtime.local = previous.local  # same target: the trust window and epoch still apply
         # A new target (redirect): start from scratch; redirect left the services of the node's new role
@@ -150,6 +155,7 @@ class Agent:
                 logger.exception("unexpected error in the HA loop")
                 decision = Decision(Action.STAY, "internal error in the HA loop (see the log)", wake_in_s=1.0)
             self._log(decision)
+            self._follow_hostname()
             self._write_status(decision)
             notify("WATCHDOG=1\nSTATUS=" + decision.reason[:200] + ("" if ready else "\nREADY=1"))
             ready = True
@@ -162,6 +168,24 @@ class Agent:
             else:
                 self.wake.wait(max(0.0, wait))
             self.wake.clear()
+
+    def _follow_hostname(self) -> None:
+        """Keep the registry's name in step with ``system set hostname`` (shown by ``ha get nodes``)."""
+        from appliance.ha.store import NotRegistered, StoreUnavailable
+        from appliance.hostname import backend_for
+
+        runtime = self.runtime
+        me = runtime.view.node(runtime.node_id) if runtime is not None and runtime.view else None
+        if runtime is None or me is None:
+            return
+        try:
+            name = backend_for(self.config).get()
+            if name and name != me.name:
+                runtime.store.rename(runtime.node_id, name)
+                logger.info("this node is now called %s (was %s)", name, me.name)
+        except (ApplianceError, OSError) as exc:
+            if not isinstance(exc, StoreUnavailable | NotRegistered):
+                logger.warning("cannot read or record this node's name: %s", exc)
 
     def _tick(self) -> Decision:
         assert self.runtime is not None

@@ -117,6 +117,10 @@ class InMemoryStore(HaStore):
         with self._lock:
             self._row(node_id).admin_state = state
 
+    def rename(self, node_id: str, name: str) -> None:
+        with self._lock:
+            self._row(node_id).name = name
+
     def set_setting(self, key: str, value: str) -> None:
         with self._lock:
             if key == "keepalive_interval_s" and float(self.settings[key]) != float(value):

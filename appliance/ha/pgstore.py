@@ -466,6 +466,16 @@ class PgStore(HaStore):
         if updated == 0:
             raise _not_registered(node_id)
 
+    def rename(self, node_id: str, name: str) -> None:
+        """One UPDATE of the node's name; no row updated means not registered."""
+        nid = _uuid(node_id)
+        if nid is None:
+            raise _not_registered(node_id)
+        updated = self._run("record the node's name", lambda conn: conn.execute(
+            self._q("UPDATE {s}.nodes SET name = %s WHERE node_id = %s"), (name, nid)).rowcount)
+        if updated == 0:
+            raise _not_registered(node_id)
+
     def set_setting(self, key: str, value: str) -> None:
         """Upsert a setting; a new keepalive interval also records the one it replaces, atomically.
 

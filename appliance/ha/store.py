@@ -76,5 +76,12 @@ class HaStore(ABC):
         """``active`` or ``stopped`` (taken out of the cluster). :raises NotRegistered: no such node."""
 
     @abstractmethod
+    def rename(self, node_id: str, name: str) -> None:
+        """Record the node's current name (after ``system set hostname``). One UPDATE.
+
+        :raises NotRegistered: no such node.
+        """
+
+    @abstractmethod
     def set_setting(self, key: str, value: str) -> None:
         """Write a cluster setting (``keepalive_interval_s``, ``maintenance``); validated by the caller."""

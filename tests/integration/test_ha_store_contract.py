@@ -490,6 +490,14 @@ def test_rewriting_the_same_interval_starts_no_transition(backend: Backend) -> N
     assert view.judge_keepalive_s == KEEPALIVE_S
 
 
+def test_rename_records_the_new_name(backend: Backend) -> None:
+    a = backend.node("node-a")
+    backend.store.rename(a, "EMS-1")
+    assert backend.store.snapshot().node(a).name == "EMS-1"  # type: ignore[union-attr]
+    with pytest.raises(NotRegistered):
+        backend.store.rename(str(uuid.uuid4()), "x")
+
+
 def test_other_settings_do_not_start_a_keepalive_transition(backend: Backend) -> None:
     backend.store.set_setting("maintenance", "on")
     view = backend.store.snapshot()

@@ -106,6 +106,16 @@ def test_cluster_failover_and_down(base):
     lines = {line.split()[0]: line.split()[3] for line in status.stdout.splitlines()[2:]}
     assert lines == {"node1": "SECOND", "node2": "PRIM"}, status.stdout
 
+    # The registry follows a hostname change (the agent records it), so ha get nodes shows it.
+    assert shell(node1, "system set hostname EMS-1 --yes").returncode == 0
+    deadline = time.monotonic() + 10
+    names: set[str] = set()
+    while "EMS-1" not in names and time.monotonic() < deadline:
+        out = shell(node2, "ha get nodes --json")
+        names = {n["name"] for n in json.loads(out.stdout)["nodes"]} if out.returncode == 0 else set()
+        time.sleep(0.2)
+    assert names == {"EMS-1", "node2"}
+
     down = sandbox(base, "down")
     assert down.returncode == 0, down.stderr
     deadline = time.monotonic() + 10

@@ -241,6 +241,9 @@ class NodeStore(HaStore):
     def set_setting(self, key: str, value: str) -> None:
         self._call(self.sim.set_setting, key, value)
 
+    def rename(self, node_id: str, name: str) -> None:
+        self._call(self.sim.store.rename, node_id, name)
+
 
 # --- one in-flight tick ------------------------------------------------------------------------------------
 
