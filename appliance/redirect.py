@@ -16,7 +16,6 @@ from __future__ import annotations
 import shutil
 import signal
 from collections.abc import Callable, Generator, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +24,7 @@ from appliance.clock import Clock
 from appliance.config import Config
 from appliance.errors import ApplianceError, CommandFailed, Conflict, NotConfigured, UsageError
 from appliance.node import ActiveTarget, NodeIdentity, identity, read_targets, write_targets
+from appliance.proc import sigint_handled
 
 if TYPE_CHECKING:
     import psycopg
@@ -242,20 +242,6 @@ class _Journal:
         self.undo.append((what, action))
 
 
-@contextmanager
-def _uninterruptible() -> Iterator[None]:
-    """Ctrl-C is ignored while the node is being put back: a half-done rollback is worse than a wait."""
-    try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def execute(config: Config, plan: Plan, *, clock: Clock, services: ServiceManager) -> Iterator[str]:
     """Carry out ``plan``, yielding progress lines; on failure roll back and raise.
 
@@ -395,7 +381,8 @@ def _rollback(
     yield _line(clock, "ERROR", f"Failed while {step}: {reason}")
     failures: list[str] = []
     done: list[str] = []
-    with _uninterruptible():
+    # Ctrl-C is ignored while the node is being put back: a half-done rollback is worse than a wait.
+    with sigint_handled(signal.SIG_IGN):
         for what, action in reversed(journal.undo):
             try:
                 action()

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from appliance.errors import ExitStatus
-from appliance.proc import CHILD_ENV, tool_argv
+from appliance.proc import CHILD_ENV, sigint_handled, tool_argv
 from appliance.shell.context import Context
 from appliance.shell.result import Stream
 from appliance.shell.spec import Args, CommandSpec, Param
@@ -89,14 +89,9 @@ def _ctrl_c_stops(proc: subprocess.Popen[str]) -> Iterator[None]:
                 stopper.start()
 
     try:
-        previous = signal.signal(signal.SIGINT, forward)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
+        with sigint_handled(forward):
+            yield
     finally:
-        signal.signal(signal.SIGINT, previous)
         stopper.cancel()
 
 

@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from appliance.errors import CommandFailed, Conflict, NotConfigured
 from appliance.shell.context import Context
 from appliance.shell.result import Result, Table
 from appliance.shell.spec import Args, CommandSpec, Param
 from appliance.shell.types import Choice, Integer, Text
 
+if TYPE_CHECKING:
+    from appliance.ha.model import ClusterView
+    from appliance.node import ActiveTarget, NodeIdentity
 
-def get_nodes(ctx: Context, args: Args) -> Result:
-    from appliance.ha.report import app_nodes, db_nodes, open_store
+
+def _snapshot(ctx: Context) -> tuple[ClusterView, ActiveTarget, NodeIdentity]:
+    """One consistent read of the cluster, over a connection opened and closed for it."""
+    from appliance.ha.report import open_store
 
     store, active, me = open_store(ctx.config)
     try:
-        view = store.snapshot()
+        return store.snapshot(), active, me
     finally:
         store.close()
+
+
+def get_nodes(ctx: Context, args: Args) -> Result:
+    from appliance.ha.report import app_nodes, db_nodes
+
+    view, active, me = _snapshot(ctx)
     apps = app_nodes(active, view, me)
     dbs = db_nodes(active)
     nodes = Table("nodes", ("Name", "Role", "Status", "Last Seen"),
@@ -38,13 +51,9 @@ def get_nodes(ctx: Context, args: Args) -> Result:
 
 def get_status(ctx: Context, args: Args) -> Result:
     from appliance.ha.decide import status_of
-    from appliance.ha.report import agent_status, open_store
+    from appliance.ha.report import agent_status
 
-    store, active, me = open_store(ctx.config)
-    try:
-        view = store.snapshot()
-    finally:
-        store.close()
+    view, active, me = _snapshot(ctx)
     node = view.node(me.node_id)
     if node is None:
         raise NotConfigured(f"this node ({me.name}) is not registered in cluster {active.cluster_id}",
