@@ -14,7 +14,6 @@ Names are validated by the caller (:func:`appliance.shell.types.check_single_lab
 from __future__ import annotations
 
 import os
-import socket
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -59,6 +58,12 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
         os.close(dir_fd)
 
 
+def kernel_hostname() -> str:
+    import socket  # here, not at import: the file backend (sandboxes) never needs it, and start-up counts
+
+    return socket.gethostname()
+
+
 def _read_first_line(path: Path) -> str | None:
     try:
         lines = path.read_text(encoding="utf-8").split()
@@ -89,9 +94,11 @@ class EtcBackend(HostnameBackend):
         self.set_kernel = set_kernel
 
     def get(self) -> str:
-        return _read_first_line(self.hostname_file) or socket.gethostname()
+        return _read_first_line(self.hostname_file) or kernel_hostname()
 
     def set(self, name: str) -> None:
+        import socket
+
         previous = socket.gethostname()
         if self.set_kernel:
             try:
@@ -143,7 +150,7 @@ class HostnamectlBackend(HostnameBackend):
         self.tool = tool
 
     def get(self) -> str:
-        return socket.gethostname()
+        return kernel_hostname()
 
     def set(self, name: str) -> None:
         # --static only: the pretty name is left alone, and the transient name follows the static one.
@@ -158,7 +165,7 @@ class HelperBackend(HostnameBackend):
         self.config = config
 
     def get(self) -> str:
-        return socket.gethostname()
+        return kernel_hostname()
 
     def set(self, name: str) -> None:
         from appliance.privhelper import call_helper
