@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from appliance.config import load_config  # noqa: E402
+from appliance.sandbox.nodeconfig import node_config_text  # noqa: E402
 from appliance.services import ProcessServices  # noqa: E402
 from tests.pgcluster import PgCluster, make_base_dir  # noqa: E402
 
@@ -43,35 +44,13 @@ def node_config(base: Path, name: str, cluster: PgCluster) -> Path:
     (home / "admin-pw").write_text(cluster.superuser_password + "\n")
     tag = uuid.uuid4().hex[:6]
     config = home / "appliance.toml"
-    config.write_text(f"""
-[node]
-default_hostname = "{name}"
-hardware_id = "HW-{name}-{tag}"
-[paths]
-state_dir = "{home / 'state'}"
-[hostname]
-backend = "file"
-[audit]
-target = "file"
-[local_db]
-host = "127.0.0.1"
-port = {cluster.port}
-name = "local_{name}_{tag}"
-user = "app_{name}_{tag}"
-admin_user = "{cluster.superuser}"
-admin_password_file = "{home / 'admin-pw'}"
-[services]
-backend = "process"
-stop_timeout_s = 5
-[[services.process]]
-name = "demo"
-command = ["/bin/sleep", "3600"]
-roles = ["primary"]
-[[services.process]]
-name = "beat"
-command = ["/bin/sleep", "3600"]
-roles = ["primary", "standby"]
-""")
+    config.write_text(node_config_text(
+        name=name, hardware_id=f"HW-{name}-{tag}", state_dir=home / "state", local_port=cluster.port,
+        local_db=f"local_{name}_{tag}", local_user=f"app_{name}_{tag}", admin_user=cluster.superuser,
+        admin_password_file=home / "admin-pw",
+        services=[("demo", ["/bin/sleep", "3600"], ["primary"]),
+                  ("beat", ["/bin/sleep", "3600"], ["primary", "standby"])],
+    ))
     return config
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.errors import ApplianceError, CommandFailed, ExitStatus, NotConfigured, UsageError
+from appliance.sandbox.nodeconfig import node_config_text
 from appliance.sandbox.postgres import Postgres, free_port
 
 BIN = Path(sys.executable).parent
@@ -64,31 +65,12 @@ def save(base: Path, doc: dict[str, Any]) -> None:
 def node_config(base: Path, name: str, pg_port: int) -> str:
     home = base / name
     demo = [sys.executable, "-m", "appliance.ha.demo_service", str(base / "demo.log")]
-    return f"""# Written by appliance-sandbox for {name}; see appliance/data/appliance.toml for every key.
-[node]
-default_hostname = "{name}"
-hardware_id = "SANDBOX-{name}-{secrets.token_hex(4)}"
-[paths]
-state_dir = "{home / 'state'}"
-[hostname]
-backend = "file"
-[audit]
-target = "file"
-[local_db]
-host = "127.0.0.1"
-port = {pg_port}
-name = "appliance"
-user = "appliance"
-admin_user = "postgres"
-admin_password_file = "{home / 'admin-pw'}"
-[services]
-backend = "process"
-stop_timeout_s = 5
-[[services.process]]
-name = "demo"
-command = {json.dumps(demo)}
-roles = ["primary"]
-"""
+    return node_config_text(
+        name=name, hardware_id=f"SANDBOX-{name}-{secrets.token_hex(4)}", state_dir=home / "state",
+        local_port=pg_port, admin_user="postgres", admin_password_file=home / "admin-pw",
+        services=[("demo", demo, ["primary"])],
+        header=f"Written by appliance-sandbox for {name}; see appliance/data/appliance.toml for every key.",
+    )
 
 
 def _secret_file(path: Path, value: str) -> None:

@@ -20,6 +20,7 @@ from psycopg import sql
 from appliance.config import load_config
 from appliance.db import schema as S
 from appliance.node import read_targets
+from appliance.sandbox.nodeconfig import node_config_text
 from appliance.services import ProcessServices
 
 BIN = Path(sys.executable).parent
@@ -37,38 +38,13 @@ class Node:
         (self.dir / "admin-pw").chmod(0o600)
         suffix = uuid.uuid4().hex[:6]
         self.config_path = self.dir / "appliance.toml"
-        self.config_path.write_text(f"""
-[node]
-default_hostname = "{name}"
-hardware_id = "HW-{name}-{suffix}"
-[paths]
-state_dir = "{self.state}"
-[hostname]
-backend = "file"
-[audit]
-target = "file"
-[local_db]
-host = "127.0.0.1"
-port = {local.port}
-name = "local_{name}_{suffix}"
-user = "app_{name}_{suffix}"
-admin_user = "{local.superuser}"
-admin_password_file = "{self.dir / 'admin-pw'}"
-[database]
-connect_timeout_s = 3
-lock_wait_s = 15
-[services]
-backend = "process"
-stop_timeout_s = 5
-[[services.process]]
-name = "demo"
-command = ["/bin/sleep", "3600"]
-roles = ["primary"]
-[[services.process]]
-name = "beat"
-command = ["{standby_service}", "3600"]
-roles = ["primary", "standby"]
-""")
+        self.config_path.write_text(node_config_text(
+            name=name, hardware_id=f"HW-{name}-{suffix}", state_dir=self.state, local_port=local.port,
+            local_db=f"local_{name}_{suffix}", local_user=f"app_{name}_{suffix}", admin_user=local.superuser,
+            admin_password_file=self.dir / "admin-pw", database={"connect_timeout_s": 3, "lock_wait_s": 15},
+            services=[("demo", ["/bin/sleep", "3600"], ["primary"]),
+                      ("beat", [standby_service, "3600"], ["primary", "standby"])],
+        ))
         self.config = load_config(self.config_path)
 
     def run(self, tool: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

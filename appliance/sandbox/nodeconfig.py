@@ -1,0 +1,43 @@
+"""The configuration file of a node that runs beside others on one machine (sandboxes, tests, benches).
+
+One builder, so that the sandbox, the test helpers and the benchmarks describe a node the same way:
+file hostname backend, file audit, its own local PostgreSQL, an explicit hardware id (the machine's
+would be shared), and the ``process`` services backend.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+
+def node_config_text(
+    *,
+    name: str,
+    hardware_id: str,
+    state_dir: Path,
+    local_port: int,
+    admin_user: str,
+    admin_password_file: Path,
+    services: Sequence[tuple[str, Sequence[str], Sequence[str]]],
+    local_db: str = "appliance",
+    local_user: str = "appliance",
+    database: Mapping[str, int] | None = None,
+    header: str = "",
+) -> str:
+    """TOML for one node; ``services`` are ``(name, argv, roles)``; ``database`` overrides [database] keys."""
+    lines = [f"# {header}" if header else "# A node of a multi-node setup on one machine.",
+             "[node]", f'default_hostname = "{name}"', f'hardware_id = "{hardware_id}"',
+             "[paths]", f'state_dir = "{state_dir}"',
+             "[hostname]", 'backend = "file"',
+             "[audit]", 'target = "file"',
+             "[local_db]", 'host = "127.0.0.1"', f"port = {local_port}", f'name = "{local_db}"',
+             f'user = "{local_user}"', f'admin_user = "{admin_user}"', f'admin_password_file = "{admin_password_file}"']
+    if database:
+        lines += ["[database]", *(f"{key} = {value}" for key, value in database.items())]
+    lines += ["[services]", 'backend = "process"', "stop_timeout_s = 5"]
+    for service, argv, roles in services:
+        lines += ["[[services.process]]", f'name = "{service}"', f"command = {json.dumps(list(argv))}",
+                  f"roles = {json.dumps(list(roles))}"]
+    return "\n".join(lines) + "\n"
