@@ -19,10 +19,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pexpect
 import pytest
+
+if TYPE_CHECKING:
+    from tests.sshd import ApplianceUser
 
 TIMEOUT_S = 10.0  # generous: a 2-core machine, other suites may run in parallel
 ROWS, COLS = 40, 120
@@ -155,6 +158,15 @@ class Appliance:
     def history_path(self) -> Path:
         return self.state_dir / "history"
 
+
+
+@pytest.fixture
+def user(shell_exe: Path) -> Iterator[ApplianceUser]:
+    """A real OS account whose login shell is appliance-shell (for the SSH and serial-console tests)."""
+    from tests.sshd import appliance_user
+
+    with appliance_user(shell_exe) as account:
+        yield account
 
 @pytest.fixture
 def appliance(shell_exe: Path, tmp_path: Path) -> Appliance:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
-from pathlib import Path
 
 import pexpect
 import pytest
@@ -20,21 +19,13 @@ from tests.sshd import (
     LOGIN,
     ROWS,
     TIMEOUT_S,
-    ApplianceUser,
     TerminalSession,
-    appliance_user,
     new_password,
     sshd_unavailable_reason,
 )
 
 _UNAVAILABLE = sshd_unavailable_reason()
 pytestmark = pytest.mark.skipif(_UNAVAILABLE is not None, reason=_UNAVAILABLE or "")
-
-
-@pytest.fixture
-def user(shell_exe: Path) -> Iterator[ApplianceUser]:
-    with appliance_user(shell_exe) as account:
-        yield account
 
 
 class Console:

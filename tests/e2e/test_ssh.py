@@ -39,12 +39,6 @@ pytestmark = pytest.mark.skipif(_UNAVAILABLE is not None, reason=_UNAVAILABLE or
 
 
 @pytest.fixture
-def user(shell_exe: Path) -> Iterator[ApplianceUser]:
-    with appliance_user(shell_exe) as account:
-        yield account
-
-
-@pytest.fixture
 def sshd(user: ApplianceUser, tmp_path: Path) -> Iterator[SshServer]:
     with running_sshd(tmp_path / "sshd", user.name) as server:
         yield server
