@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.errors import ConfigError
+from appliance.ha.timing import KEEPALIVE_RANGE_S, STATEMENT_CAP_S, statement_timeout_problem
 
 DEFAULT_CONFIG_PATH = Path("/etc/appliance/appliance.toml")
 CONFIG_ENV = "APPLIANCE_CONFIG"
@@ -111,6 +112,21 @@ class CredentialsConfig:
 
 
 @dataclass(frozen=True)
+class HaConfig:
+    """This node's side of the HA loop (the cluster-wide settings live in the database).
+
+    :param keepalive_interval_s: the interval of a cluster this node deploys (``redirect
+        --is_primary_node`` onto an empty database, node initialisation); afterwards the cluster's own
+        setting rules (``ha set keepalive-interval``). Also what the agent assumes until it has read it.
+    :param statement_timeout_s: cap on the HA loop's statement timeout; 0: derived from the interval
+        (I/2, at most 5 s). Never more than half the interval (checked here and applied at run time).
+    """
+
+    keepalive_interval_s: int = 10
+    statement_timeout_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class ProcessService:
     name: str
     command: tuple[str, ...]
@@ -140,6 +156,7 @@ class Config:
     local_db: LocalDbConfig = field(default_factory=LocalDbConfig)
     credentials: CredentialsConfig = field(default_factory=CredentialsConfig)
     services: ServicesConfig = field(default_factory=ServicesConfig)
+    ha: HaConfig = field(default_factory=HaConfig)
     source: Path | None = None
 
     @property
@@ -245,6 +262,17 @@ def _process_services(value: Any) -> tuple[ProcessService, ...]:
     return tuple(found)
 
 
+def _seconds(lo: float, hi: float) -> _Check:
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"must be a number of seconds from {lo:g} to {hi:g}")
+        if not lo <= value <= hi:
+            raise ValueError(f"must be from {lo:g} to {hi:g}, got {value:g}")
+        return float(value)
+
+    return check
+
+
 def _prompt(value: Any) -> str:
     text = _text(value)
     try:
@@ -318,6 +346,10 @@ def _checks(base: Path) -> dict[str, dict[str, _Check]]:
             "standby_units": _name_list(r"[A-Za-z0-9@._-]+\.service", "systemd unit names (NAME.service)"),
             "process": _process_services,
         },
+        "ha": {
+            "keepalive_interval_s": _int_range(*KEEPALIVE_RANGE_S),
+            "statement_timeout_s": _seconds(0, STATEMENT_CAP_S),
+        },
     }
 
 
@@ -332,6 +364,7 @@ _SECTION_TYPES: dict[str, type] = {
     "local_db": LocalDbConfig,
     "credentials": CredentialsConfig,
     "services": ServicesConfig,
+    "ha": HaConfig,
 }
 
 
@@ -364,7 +397,21 @@ def parse_config(data: Mapping[str, Any], source: Path | None, base: Path) -> Co
             except ValueError as exc:
                 raise ConfigError(f"{where}: {name}.{key} {exc}") from None
         sections[name] = _SECTION_TYPES[name](**values)
-    return Config(**sections, source=source)
+    config = Config(**sections, source=source)
+    _check_across(config, where)
+    return config
+
+
+def _check_across(config: Config, where: str) -> None:
+    """Rules between keys: a configured HA statement timeout must fit the configured interval."""
+    ha = config.ha
+    problem = statement_timeout_problem(ha.statement_timeout_s, ha.keepalive_interval_s) \
+        if ha.statement_timeout_s else None
+    if problem:
+        raise ConfigError(
+            f"{where}: ha.statement_timeout_s {problem} (ha.keepalive_interval_s = {ha.keepalive_interval_s})",
+            hint="lower ha.statement_timeout_s (0 derives it from the interval), or raise ha.keepalive_interval_s",
+        )
 
 
 def config_path(explicit: str | None, environ: Mapping[str, str]) -> Path:

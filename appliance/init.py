@@ -17,19 +17,21 @@ from typing import TYPE_CHECKING, Any
 from appliance import __version__
 from appliance.clock import Clock
 from appliance.config import Config
+from appliance.db import schema as S
+from appliance.db.connect import DbTarget, Timeouts, connect
 from appliance.errors import NotConfigured
+from appliance.ha.pgstore import PgStore
+from appliance.ha.settings import Setting
+from appliance.hostname import write_atomic
+from appliance.identity import hardware_id
 from appliance.node import ActiveTarget, identity, node_id_path, read_targets, write_targets
 
 if TYPE_CHECKING:
     import psycopg
 
-    from appliance.db.connect import DbTarget
-
 
 def _write_once(path: Path, text: str, mode: int) -> bool:
     """Write ``path`` unless it already holds something; True if written."""
-    from appliance.hostname import write_atomic
-
     try:
         if path.read_text(encoding="ascii").strip():
             return False
@@ -40,8 +42,6 @@ def _write_once(path: Path, text: str, mode: int) -> bool:
 
 
 def _admin_target(config: Config) -> DbTarget:
-    from appliance.db.connect import DbTarget
-
     local = config.local_db
     if local.admin_password_file is None:
         raise NotConfigured(
@@ -56,9 +56,7 @@ def _admin_target(config: Config) -> DbTarget:
 
 
 def _ensure_role_and_db(config: Config, password: str, timeouts: Any) -> None:
-    from psycopg import sql
-
-    from appliance.db.connect import connect
+    from psycopg import sql  # deferred: psycopg is heavy, and init runs once
 
     local = config.local_db
     with connect(_admin_target(config), application_name="appliance-init", timeouts=timeouts,
@@ -78,11 +76,7 @@ def initialise(config: Config, *, clock: Clock, say: Callable[[str], None]) -> b
 
     :raises ApplianceError: with what failed and what to do; a re-run continues where it stopped.
     """
-    from appliance.db import schema as S
-    from appliance.db.cluster import nodes, register
-    from appliance.db.connect import DbTarget, Timeouts, connect
-    from appliance.identity import hardware_id
-    from appliance.secrets import CredentialMissing, Keyring
+    from appliance.secrets import CredentialMissing, Keyring  # deferred: loads cryptography
 
     changed = False
     state_dir = config.paths.state_dir
@@ -118,9 +112,11 @@ def initialise(config: Config, *, clock: Clock, say: Callable[[str], None]) -> b
         conn_any: psycopg.Connection[Any] = conn
         with S.deploy_lock(conn_any, schema, wait_s=config.database.lock_wait_s, clock=clock):
             state = S.read_state(conn_any, schema)
+            store = PgStore.on_connection(conn_any, target, schema)
             with conn_any.transaction():
                 if state.kind is S.StateKind.ABSENT:
                     cluster_id = S.deploy(conn_any, schema, deployed_by=me.name, product_version=__version__)
+                    store.seed_settings({Setting.KEEPALIVE: str(config.ha.keepalive_interval_s)})
                     say(f"deployed schema {schema} v{S.latest_version()} on the local database")
                     changed = True
                 elif state.kind is S.StateKind.OLDER:
@@ -133,8 +129,8 @@ def initialise(config: Config, *, clock: Clock, say: Callable[[str], None]) -> b
                 else:
                     raise NotConfigured(f"the local database cannot be used: {state.describe()}",
                                         hint="fix or drop the local database, then run init again")
-                if not any(n.node_id == me.node_id for n in nodes(conn_any, schema)):
-                    register(conn_any, schema, me, role="primary", product_version=__version__)
+                if store.snapshot().node(me.node_id) is None:
+                    store.register_node(me, role="primary", product_version=__version__)
                     say(f"registered {me.name} as the standalone primary")
                     changed = True
     if origin is None:

@@ -17,19 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.config import Config
 from appliance.errors import NotConfigured
+from appliance.ha.model import NodeIdentity
 
 if TYPE_CHECKING:
     from appliance.db.connect import DbTarget
     from appliance.secrets import CredentialStore
 
 ORIGIN = "origin"
-
-
-@dataclass(frozen=True)
-class NodeIdentity:
-    node_id: str
-    hardware_id: str
-    name: str
 
 
 @dataclass(frozen=True)
@@ -111,3 +105,13 @@ def write_targets(config: Config, origin: ActiveTarget, active: ActiveTarget) ->
     for service in config.credentials.services:
         creds[service] = active.payload()
     credential_store(config).write_set(creds)
+
+
+def credentials_generation(config: Config) -> str | None:
+    """Which credential set is current (changes when ``redirect`` switches the node)."""
+    import os
+
+    try:
+        return os.readlink(config.credentials_dir / "current")
+    except OSError:
+        return None

@@ -5,6 +5,12 @@ Order (``creds-schema.md``, best design (b)): validate -> pre-flight on the targ
 register the node, in one transaction -> write the credential set (the atomic switch of target and
 role) -> start services in the new role -> health check.
 
+The plan made by the pre-flight is carried to the execution (it is not made twice). Under the
+deployment lock the execution repeats only what another node may have changed meanwhile: the schema's
+state, the cluster identity, and (inside the registration) the live primary and the hardware id. A
+redirect opens two connections to the target: one for the pre-flight, one for the execution (the
+deployment, the registration and the health check); a rollback reuses the second when it can.
+
 Every step that changes something records how to undo it. If a later step fails, or the user presses
 Ctrl-C, the undo steps run in reverse (with Ctrl-C ignored while they run), so the node keeps its
 old credentials, its old role and its services; the output says what failed, what was rolled back
@@ -22,16 +28,22 @@ from typing import TYPE_CHECKING, Any
 from appliance import __version__
 from appliance.clock import Clock
 from appliance.config import Config
+from appliance.db import schema as S
+from appliance.db.connect import DbTarget, Timeouts, connect, error_from_exception
 from appliance.errors import ApplianceError, CommandFailed, Conflict, NotConfigured, UsageError
-from appliance.node import ActiveTarget, NodeIdentity, identity, read_targets, write_targets
+from appliance.ha.fence import FileFence, fence_path
+from appliance.ha.model import ClusterView, NodeIdentity, Registration
+from appliance.ha.pgstore import PgStore
+from appliance.ha.settings import Setting
+from appliance.ha.timing import trust_s
+from appliance.node import ActiveTarget, identity, read_targets, write_targets
 from appliance.proc import sigint_handled
+from appliance.services import ServiceManager
 
 if TYPE_CHECKING:
     import psycopg
 
-    from appliance.db.connect import DbTarget, Timeouts
     from appliance.db.schema import SchemaState
-    from appliance.services import ServiceManager
 
 
 @dataclass(frozen=True)
@@ -75,14 +87,10 @@ class Plan:
 
 
 def _latest() -> int:
-    from appliance.db.schema import latest_version
-
-    return latest_version()
+    return S.latest_version()
 
 
 def _timeouts(config: Config) -> Timeouts:
-    from appliance.db.connect import Timeouts
-
     return Timeouts(connect_timeout=config.database.connect_timeout_s,
                     statement_timeout=config.database.statement_timeout_s)
 
@@ -99,10 +107,6 @@ def preflight(config: Config, request: Request) -> Plan:
 
     :raises ApplianceError: the first problem found, with what to do about it.
     """
-    from appliance.db import schema as S
-    from appliance.db.connect import DbTarget, connect
-    from appliance.secrets import Keyring
-
     if len(request.ports) not in (1, len(request.hosts)):
         raise UsageError(f"--db_port lists {len(request.ports)} ports for {len(request.hosts)} hosts",
                          hint="give one port for all hosts, or one per host in the same order")
@@ -111,6 +115,8 @@ def preflight(config: Config, request: Request) -> Plan:
     if len(set(pairs)) != len(pairs):
         raise UsageError("--db_host/--db_port name the same server twice",
                          hint="list each database server once (the same host may appear with different ports)")
+    from appliance.secrets import Keyring  # deferred: loads cryptography, which the shell's start-up avoids
+
     me = identity(config)
     origin, active = read_targets(config)
     Keyring(config.key_dir).load_current()
@@ -130,10 +136,8 @@ def preflight(config: Config, request: Request) -> Plan:
             state, action = _inspect(conn, request, target, schema)
             if action != "deploy":
                 _check_cluster(conn, state, request, active, target)
-                _check_primary(conn, state, request, target, schema, me)
+                _check_primary(PgStore.on_connection(conn, target, schema).snapshot(), state, request, target, me)
         except psycopg_error() as exc:
-            from appliance.db.connect import error_from_exception
-
             raise error_from_exception(exc, target, action="checking the database") from None
     return Plan(request, target, schema, me, origin, active, state, server, action)
 
@@ -146,8 +150,6 @@ def psycopg_error() -> type[Exception]:
 
 def _inspect(conn: psycopg.Connection[Any], request: Request, target: DbTarget, schema: str) -> tuple[SchemaState, str]:
     """Classify the target's schema and check the privileges the action needs (reads only)."""
-    from appliance.db import schema as S
-
     # Reading the state of an existing schema needs USAGE on it and SELECT on its meta table.
     _refuse_missing(request, target, S.missing_read_privileges(conn, schema))
     state = S.read_state(conn, schema)
@@ -165,28 +167,25 @@ def _refuse_missing(request: Request, target: DbTarget, missing: list[str]) -> N
                             hint="grant it, or use the database owner's account")
 
 
-def _check_primary(conn: psycopg.Connection[Any], state: SchemaState, request: Request, target: DbTarget,
-                   schema: str, me: NodeIdentity) -> None:
-    from appliance.db.cluster import live_primary, nodes
-
+def _check_primary(view: ClusterView, state: SchemaState, request: Request, target: DbTarget,
+                   me: NodeIdentity) -> None:
+    """Refuse early what the registration would refuse: a second primary while one is online; a
+    secondary before any primary registered."""
     if request.role == "primary":
-        other = live_primary(conn, schema, exclude=me.node_id)
+        other = view.live_primary(exclude=me.node_id)
         if other is not None:
             raise Conflict(
                 f"node {other.name} is already the live primary of cluster {state.cluster_id} "
-                f"(heard from {other.heartbeat_age_s:.0f} s ago), on {target.describe()}",
+                f"(heard from {other.heartbeat_age_s or 0:.0f} s ago), on {target.describe()}",
                 hint="join this node with --is_secondary_node, or stop the other primary first",
             )
-    elif not any(n.role == "primary" for n in nodes(conn, schema)):
+    elif not any(n.role == "primary" for n in view.nodes):
         raise NotConfigured(f"cluster {state.cluster_id} on {target.describe()} has no primary node",
                             hint="redirect the primary node first (--is_primary_node)")
 
 
-
-
 def _decide(state: SchemaState, request: Request, schema: str, target: DbTarget) -> str:
-    from appliance.db.schema import StateKind
-
+    StateKind = S.StateKind
     kind = state.kind
     if kind is StateKind.ABSENT:
         if request.role != "primary":
@@ -242,6 +241,42 @@ class _Journal:
         self.undo.append((what, action))
 
 
+class _Session:
+    """The execution's one connection to the target (the deployment, the registration, the health check
+    and, if it is still usable, the rollback's undo)."""
+
+    def __init__(self, config: Config, plan: Plan) -> None:
+        self.config, self.plan = config, plan
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def connection(self) -> psycopg.Connection[Any]:
+        from psycopg import pq  # psycopg is loaded by now: the pre-flight connected
+
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken or conn.info.transaction_status != pq.TransactionStatus.IDLE:
+            self.close()
+            conn = self._conn = connect(self.plan.target, application_name=_app_name(self.plan.me),
+                                        timeouts=_timeouts(self.config), autocommit=True)
+        return conn
+
+    def store(self) -> PgStore:
+        return PgStore.on_connection(self.connection(), self.plan.target, self.plan.schema)
+
+    def undo_registration(self, clock: Clock, done: Registration) -> None:
+        conn = self.connection()
+        with S.deploy_lock(conn, self.plan.schema, wait_s=self.config.database.lock_wait_s, clock=clock), \
+                conn.transaction():
+            PgStore.on_connection(conn, self.plan.target, self.plan.schema).undo_registration(self.plan.me, done)
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # closing a broken connection: nothing more to do
+                pass
+
+
 def execute(config: Config, plan: Plan, *, clock: Clock, services: ServiceManager) -> Iterator[str]:
     """Carry out ``plan``, yielding progress lines; on failure roll back and raise.
 
@@ -249,69 +284,75 @@ def execute(config: Config, plan: Plan, *, clock: Clock, services: ServiceManage
     :raises KeyboardInterrupt: Ctrl-C; the node was restored first.
     """
     journal = _Journal()
+    session = _Session(config, plan)
     step = "starting"
     started = clock.monotonic()
     try:
-        step = "stopping services"
-        t0 = clock.monotonic()
-        yield _line(clock, "INFO", "Stopping services")
-        stopped = services.stop()
-        old_role = plan.active.role
-        journal.add(f"started the services again as {old_role}", lambda: services.start(old_role))
-        yield _line(clock, "INFO", f"Stopped {', '.join(stopped) or 'no services'} ({_took(clock, t0)})")
+        try:
+            step = "stopping services"
+            t0 = clock.monotonic()
+            yield _line(clock, "INFO", "Stopping services")
+            stopped = services.stop()
+            old_role = plan.active.role
+            journal.add(f"started the services again as {old_role}", lambda: services.start(old_role))
+            yield _line(clock, "INFO", f"Stopped {', '.join(stopped) or 'no services'} ({_took(clock, t0)})")
 
-        step = "updating the database"
-        cluster_id = yield from _database_step(config, plan, clock, journal)
+            step = "updating the database"
+            cluster_id = yield from _database_step(config, plan, clock, journal, session)
 
-        step = "writing the credentials"
-        t0 = clock.monotonic()
-        new_active = ActiveTarget(plan.target, plan.schema, cluster_id, plan.request.role, local=False)
-        yield _line(clock, "INFO", f"Storing the credentials for {', '.join(config.credentials.services)} (encrypted)")
-        write_targets(config, plan.origin, new_active)
-        journal.add("restored the previous credentials and role", lambda: write_targets(config, plan.origin,
-                                                                                          plan.active))
-        yield _line(clock, "INFO", f"Credentials stored ({_took(clock, t0)})")
+            step = "writing the credentials"
+            t0 = clock.monotonic()
+            new_active = ActiveTarget(plan.target, plan.schema, cluster_id, plan.request.role, local=False)
+            yield _line(clock, "INFO",
+                        f"Storing the credentials for {', '.join(config.credentials.services)} (encrypted)")
+            write_targets(config, plan.origin, new_active)
+            journal.add("restored the previous credentials and role",
+                        lambda: write_targets(config, plan.origin, plan.active))
+            yield _line(clock, "INFO", f"Credentials stored ({_took(clock, t0)})")
 
-        step = "starting services"
-        t0 = clock.monotonic()
-        yield _line(clock, "INFO", f"Starting services as {plan.request.role}")
-        journal.add("stopped the services started in the new role", services.stop)
-        running = services.start(plan.request.role)
-        yield _line(clock, "INFO", f"Started {', '.join(running) or 'no services'} ({_took(clock, t0)})")
+            step = "starting services"
+            t0 = clock.monotonic()
+            yield _line(clock, "INFO", f"Starting services as {plan.request.role}")
+            journal.add("stopped the services started in the new role", services.stop)
+            running = services.start(plan.request.role)
+            yield _line(clock, "INFO", f"Started {', '.join(running) or 'no services'} ({_took(clock, t0)})")
 
-        step = "checking health"
-        t0 = clock.monotonic()
-        yield _line(clock, "INFO", "Checking health")
-        _health(config, plan, services, running)
-        yield _line(clock, "INFO", f"Healthy ({_took(clock, t0)})")
-    except BaseException as exc:
-        failure = yield from _rollback(clock, journal, step, exc)
-        raise failure from None
+            step = "checking health"
+            t0 = clock.monotonic()
+            yield _line(clock, "INFO", "Checking health")
+            _health(config, plan, services, running, session)
+            yield _line(clock, "INFO", f"Healthy ({_took(clock, t0)})")
+        except BaseException as exc:
+            failure = yield from _rollback(clock, journal, step, exc)
+            raise failure from None
+    finally:
+        session.close()
     role = "primary" if plan.request.role == "primary" else "secondary"
     yield _line(clock, "INFO", f"Node {plan.me.name} is now the {role} of cluster {cluster_id} "
                                f"on {plan.target.describe()} (total {_took(clock, started)})")
 
 
-def _database_step(config: Config, plan: Plan, clock: Clock, journal: _Journal) -> Generator[str, None, str]:
+def _database_step(config: Config, plan: Plan, clock: Clock, journal: _Journal,
+                   session: _Session) -> Generator[str, None, str]:
     """Deploy/upgrade/verify and register, in one transaction under the lock; returns the cluster id."""
-    from appliance.db import schema as S
-    from appliance.db.cluster import register, undo_registration
-    from appliance.db.connect import connect, error_from_exception
+    import psycopg  # loaded already by the pre-flight's connection
 
     t0 = clock.monotonic()
     yield _line(clock, "INFO", f"Connecting to {plan.target.describe()}")
-    conn = connect(plan.target, application_name=_app_name(plan.me), timeouts=_timeouts(config), autocommit=True)
     try:
+        conn = session.connection()
         for note in S.acquire_deploy_lock(conn, plan.schema, wait_s=config.database.lock_wait_s, clock=clock):
             yield _line(clock, "INFO", note[0].upper() + note[1:])
         try:
             registered_at = clock.monotonic()  # anchors the trust window of the lease registration takes
             state = S.read_state(conn, plan.schema)  # again, under the lock: another node may just have acted
             action = _decide(state, plan.request, plan.schema, plan.target)
+            store = PgStore.on_connection(conn, plan.target, plan.schema)
             with conn.transaction():
                 if action == "deploy":
                     yield _line(clock, "INFO", f"Deploying database schema {plan.schema} v{S.latest_version()}")
                     cluster_id = S.deploy(conn, plan.schema, deployed_by=plan.me.name, product_version=__version__)
+                    store.seed_settings({Setting.KEEPALIVE: str(config.ha.keepalive_interval_s)})
                 elif action == "upgrade":
                     yield _line(clock, "INFO", f"Upgrading database schema {plan.schema} from v{state.version}")
                     S.upgrade(conn, plan.schema, state, product_version=__version__)
@@ -322,48 +363,31 @@ def _database_step(config: Config, plan: Plan, clock: Clock, journal: _Journal) 
                 if action != "deploy":
                     _check_cluster(conn, state, plan.request, plan.active, plan.target)
                 yield _line(clock, "INFO", f"Registering node {plan.me.name} as {plan.request.role}")
-                done = register(conn, plan.schema, plan.me, role=plan.request.role, product_version=__version__)
-
-            def undo() -> None:
-                with connect(plan.target, application_name=_app_name(plan.me), timeouts=_timeouts(config),
-                             autocommit=True) as again, S.deploy_lock(again, plan.schema,
-                                                                      wait_s=config.database.lock_wait_s,
-                                                                      clock=clock), again.transaction():
-                    undo_registration(again, plan.schema, plan.me, done)
+                # The registration itself refuses a live primary elsewhere and a twin hardware id.
+                done = store.register_node(plan.me, role=plan.request.role, product_version=__version__)
 
             if plan.request.role == "primary" and done.lease_after.holder == plan.me.node_id:
                 # The primary-only services may act until the agent renews the lease it now holds.
-                from appliance.ha.decide import trust_s
-                from appliance.ha.fence import FileFence, fence_path
-
                 fence = FileFence(fence_path(config.paths.state_dir))
                 fence.grant(registered_at + trust_s(done.keepalive_s), done.lease_after.epoch)
                 journal.add("closed the fence of the primary-only services", fence.revoke)
             what = "removed this node's registration" if done.previous is None else "restored this node's registration"
-            journal.add(what + (" (the deployed, empty schema stays)" if action == "deploy" else ""), undo)
+            journal.add(what + (" (the deployed, empty schema stays)" if action == "deploy" else ""),
+                        lambda: session.undo_registration(clock, done))
         finally:
             S.release_deploy_lock(conn, plan.schema)
-    except Exception as exc:
-        import psycopg
-
-        if isinstance(exc, psycopg.Error):
-            raise error_from_exception(exc, plan.target, action="updating the database") from None
-        raise
-    finally:
-        conn.close()
+    except psycopg.Error as exc:
+        raise error_from_exception(exc, plan.target, action="updating the database") from None
     yield _line(clock, "INFO", f"Database ready ({_took(clock, t0)})")
     return cluster_id
 
 
-def _health(config: Config, plan: Plan, services: ServiceManager, started: list[str]) -> None:
-    from appliance.db.cluster import nodes
-    from appliance.db.connect import connect
-
+def _health(config: Config, plan: Plan, services: ServiceManager, started: list[str], session: _Session) -> None:
     _origin, active = read_targets(config)  # what the services will read, decrypted from disk
-    with connect(active.target, application_name=_app_name(plan.me), timeouts=_timeouts(config),
-                 autocommit=True) as conn:
-        mine = [n for n in nodes(conn, active.schema) if n.node_id == plan.me.node_id]
-    if not mine or mine[0].role != plan.request.role:
+    if active.target != plan.target or active.role != plan.request.role or active.schema != plan.schema:
+        raise CommandFailed("after the switch, the stored credentials do not name the new target and role")
+    mine = session.store().snapshot().node(plan.me.node_id)
+    if mine is None or mine.role != plan.request.role:
         raise CommandFailed(f"after the switch, this node is not registered as {plan.request.role}")
     down = sorted(set(started) - set(services.running()))
     if down:

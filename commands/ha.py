@@ -2,35 +2,21 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from appliance.errors import CommandFailed, Conflict, NotConfigured
+from appliance.errors import NotConfigured
+from appliance.ha import control
+from appliance.ha.report import app_nodes, db_nodes
+from appliance.ha.session import cluster_snapshot
+from appliance.ha.status import status_of
+from appliance.ha.statusfile import read_status
 from appliance.shell.context import Context
 from appliance.shell.result import Result, Table
 from appliance.shell.spec import Args, CommandSpec, Param
 from appliance.shell.types import Choice, Integer, Text
 
-if TYPE_CHECKING:
-    from appliance.ha.model import ClusterView
-    from appliance.node import ActiveTarget, NodeIdentity
-
-
-def _snapshot(ctx: Context) -> tuple[ClusterView, ActiveTarget, NodeIdentity]:
-    """One consistent read of the cluster, over a connection opened and closed for it."""
-    from appliance.ha.report import open_store
-
-    store, active, me = open_store(ctx.config)
-    try:
-        return store.snapshot(), active, me
-    finally:
-        store.close()
-
 
 def get_nodes(ctx: Context, args: Args) -> Result:
-    from appliance.ha.report import app_nodes, db_nodes
-
-    view, active, me = _snapshot(ctx)
-    apps = app_nodes(active, view, me)
+    view, active, me = cluster_snapshot(ctx.config)
+    apps = app_nodes(view, me)
     dbs = db_nodes(active)
     nodes = Table("nodes", ("Name", "Role", "Status", "Last Seen"),
                   [(f"{a.name} (*)" if a.this_node else a.name, a.role, a.status, a.last_seen) for a in apps],
@@ -50,20 +36,17 @@ def get_nodes(ctx: Context, args: Args) -> Result:
 
 
 def get_status(ctx: Context, args: Args) -> Result:
-    from appliance.ha.decide import status_of
-    from appliance.ha.report import agent_status
-
-    view, active, me = _snapshot(ctx)
+    view, active, me = cluster_snapshot(ctx.config)
     node = view.node(me.node_id)
     if node is None:
         raise NotConfigured(f"this node ({me.name}) is not registered in cluster {active.cluster_id}",
                             hint="run redirect (or appliance-admin init) again")
-    agent = agent_status(ctx.config)
-    holder = view.lease.holder == me.node_id and not view.lease.expired
+    agent = read_status(ctx.config)
+    holder = view.holder()
     fields = (
         ("Node", me.name),
         ("State", status_of(view, node).value),
-        ("Role", "primary" if holder else "standby"),
+        ("Role", "primary" if holder is not None and holder.node_id == me.node_id else "standby"),
         ("Epoch", view.lease.epoch),
         ("Priority", node.priority),
         ("Keepalive (s)", view.keepalive_s),
@@ -76,90 +59,31 @@ def get_status(ctx: Context, args: Args) -> Result:
 
 
 def set_keepalive(ctx: Context, args: Args) -> Result:
-    from appliance.ha.report import open_store
-
-    store, _active, _me = open_store(ctx.config)
-    try:
-        old = store.snapshot().keepalive_s
-        store.set_setting("keepalive_interval_s", str(args["seconds"]))
-    finally:
-        store.close()
+    old = control.set_keepalive(ctx.config, args["seconds"])
     return Result(message=f"Keepalive interval changed from {old:g} s to {args['seconds']} s on every node "
                   "(liveness is judged by the longer of the two while the change spreads).")
 
 
 def switchover(ctx: Context, args: Args) -> Result:
-    from appliance.ha.report import open_store
-
-    clock = ctx.env.clock
-    store, _active, _me = open_store(ctx.config)
-    try:
-        view = store.snapshot()
-        lease = view.lease
-        holder = view.node(lease.holder) if lease.holder and not lease.expired else None
-        if holder is None:
-            raise Conflict("there is no primary to switch over from", hint="see 'ha get nodes'")
-        if args["to"]:
-            target = next((n for n in view.nodes if n.name == args["to"]), None)
-            if target is None:
-                raise NotConfigured(f"no node named {args['to']} in this cluster", hint="see 'ha get nodes'")
-            if target.node_id == holder.node_id:
-                raise Conflict(f"{target.name} is already the primary")
-        else:
-            target = next((n for n in view.candidates() if n.node_id != holder.node_id), None)
-            if target is None:
-                raise Conflict("no standby is online to take over", hint="see 'ha get nodes'")
-        if target.admin_state != "active":
-            raise Conflict(f"{target.name} is taken out of the cluster (STOP)", hint=f"run 'ha start' on {target.name}")
-        if not view.online(target):
-            raise Conflict(f"{target.name} is offline", hint="choose an online standby (see 'ha get nodes')")
-        started = clock.monotonic()
-        store.request_handover(target.node_id)
-        deadline = started + 3 * view.keepalive_s + 2
-        while clock.monotonic() < deadline:
-            now = store.snapshot().lease
-            if now.holder == target.node_id and not now.expired:
-                took = clock.monotonic() - started
-                return Result(message=f"Switched over from {holder.name} to {target.name} in {took:.2f} s "
-                              f"(epoch {now.epoch}).")
-            clock.sleep(0.05)
-        store.request_handover(None)
-        raise CommandFailed(f"the switchover to {target.name} did not complete within {deadline - started:.0f} s; "
-                            "the request was withdrawn", hint="check both nodes' agents with 'ha get status'")
-    finally:
-        store.close()
+    done = control.switchover(ctx.config, args["to"], ctx.env.clock)
+    return Result(message=f"Switched over from {done.source} to {done.target} in {done.seconds:.2f} s "
+                  f"(epoch {done.epoch}).")
 
 
 def maintenance(ctx: Context, args: Args) -> Result:
-    from appliance.ha.report import open_store
-
     on = args["mode"] == "enable"
-    store, _active, _me = open_store(ctx.config)
-    try:
-        store.set_setting("maintenance", "on" if on else "off")
-    finally:
-        store.close()
+    control.set_maintenance(ctx.config, on)
     return Result(message="Maintenance mode on: automatic failover is paused cluster-wide." if on
                   else "Maintenance mode off: automatic failover resumed.")
 
 
-def _admin_state(ctx: Context, state: str) -> None:
-    from appliance.ha.report import open_store
-
-    store, _active, me = open_store(ctx.config)
-    try:
-        store.set_admin_state(me.node_id, state)
-    finally:
-        store.close()
-
-
 def stop(ctx: Context, args: Args) -> Result:
-    _admin_state(ctx, "stopped")
+    control.set_admin_state(ctx.config, "stopped")
     return Result(message="This node is taken out of the cluster (STOP); if it was primary, it hands over.")
 
 
 def start(ctx: Context, args: Args) -> Result:
-    _admin_state(ctx, "active")
+    control.set_admin_state(ctx.config, "active")
     return Result(message="This node is back in the cluster (SECOND).")
 
 

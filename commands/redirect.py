@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
+from appliance.redirect import Plan, execute, plan_for
+from appliance.services import manager_for
 from appliance.shell.context import Context
 from appliance.shell.result import Stream
-from appliance.shell.spec import Args, CommandSpec, Param
+from appliance.shell.spec import Args, CommandSpec, Param, Preview
 from appliance.shell.types import HostList, Identifier, PortList, SchemaPrefix, Secret, Text
 
 
-def preview(ctx: Context, args: Args) -> str:
-    from appliance.redirect import plan_for
-
-    return plan_for(ctx.config, args).summary()
+def preview(ctx: Context, args: Args) -> Preview:
+    plan = plan_for(ctx.config, args)
+    return Preview(plan.summary(), prepared=plan)
 
 
 def redirect(ctx: Context, args: Args) -> Stream:
-    from appliance.redirect import execute, plan_for
-    from appliance.services import manager_for
-
-    # Pre-flight again: the answer to the question may have taken a while, and the database may
-    # have changed meanwhile. It still changes nothing.
-    plan = plan_for(ctx.config, args)
+    # The pre-flight's plan: what the database may have changed meanwhile (the answer to the question
+    # may have taken a while) is checked again under the deployment lock.
+    plan = args.prepared if isinstance(args.prepared, Plan) else plan_for(ctx.config, args)
     return Stream(execute(ctx.config, plan, clock=ctx.env.clock, services=manager_for(ctx.config)))
 
 

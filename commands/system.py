@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from appliance import __version__
+from appliance.errors import ApplianceError
+from appliance.ha.statusfile import read_status
 from appliance.hostname import backend_for
 from appliance.identity import format_duration, hardware_id, uptime_s
+from appliance.node import read_targets
 from appliance.shell.context import Context
 from appliance.shell.result import Result
 from appliance.shell.spec import Args, CommandSpec, Param
@@ -52,9 +55,6 @@ def get_status(ctx: Context, args: Args) -> Result:
 
 def _ha_fields(ctx: Context) -> dict[str, object]:
     """HA and DB fields from this node's own disk (no database round trip: works when the DB is down)."""
-    from appliance.errors import ApplianceError
-    from appliance.ha.report import agent_status
-    from appliance.node import read_targets
 
     fields: dict[str, object] = {"state": None, "role": None, "epoch": None, "cluster_id": None, "db_target": None}
     try:
@@ -64,7 +64,7 @@ def _ha_fields(ctx: Context) -> dict[str, object]:
         fields["role"] = active.role
     except ApplianceError:
         fields["db_target"] = "not initialised"
-    agent = agent_status(ctx.config)
+    agent = read_status(ctx.config)
     if agent:
         fields["state"] = agent.get("state")
         fields["role"] = "primary" if agent.get("acting") else "standby"

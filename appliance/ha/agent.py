@@ -13,40 +13,34 @@ decision asks to be woken (at most one keepalive interval). One log line per cha
 
 from __future__ import annotations
 
-import json
+import argparse
 import logging
 import os
 import signal
 import socket
 import sys
 import threading
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from appliance.clock import Clock, SystemClock
 from appliance.config import Config, config_path, load_config
+from appliance.db.connect import DbTarget
 from appliance.errors import ApplianceError, ExitStatus
-from appliance.ha.decide import status_of
+from appliance.ha.dbmonitor import DbMonitor, probe_hosts
+from appliance.ha.fence import FileFence, fence_path
 from appliance.ha.listener import Listener
 from appliance.ha.model import Action, Decision, NodeStatus
+from appliance.ha.pgstore import PgStore
 from appliance.ha.runtime import Runtime
-
-if TYPE_CHECKING:
-    from appliance.db.connect import DbTarget, Timeouts
+from appliance.ha.status import status_of
+from appliance.ha.statusfile import status_path, write_status
+from appliance.ha.store import NotRegistered, StoreUnavailable
+from appliance.ha.timing import ha_timeouts
+from appliance.hostname import backend_for
+from appliance.node import credentials_generation, identity, read_targets
+from appliance.services import manager_for
 
 logger = logging.getLogger("appliance.agent")
-
-
-def agent_timeouts() -> Timeouts:
-    """Short: a hung store call must end well inside the trust window, so it counts as a failed renewal."""
-    from appliance.db.connect import Timeouts
-
-    return Timeouts(connect_timeout=2.0, statement_timeout=2.0, lock_timeout=1.0, tcp_user_timeout=3.0,
-                    keepalives_idle=5, keepalives_interval=2, keepalives_count=2)
-
-
-def status_path(config: Config) -> Path:
-    return config.paths.state_dir / "agent-status.json"
 
 
 def notify(message: str) -> None:
@@ -64,14 +58,6 @@ def notify(message: str) -> None:
         logger.warning("cannot notify systemd: %s", exc.strerror)
 
 
-def credentials_generation(config: Config) -> str | None:
-    """Which credential set is current (changes when ``redirect`` switches the node)."""
-    try:
-        return os.readlink(config.credentials_dir / "current")
-    except OSError:
-        return None
-
-
 class Agent:
     def __init__(self, config: Config, clock: Clock) -> None:
         self.config = config
@@ -80,35 +66,35 @@ class Agent:
         self.stopping = False
         self.reload_requested = False
         self.runtime: Runtime | None = None
+        self.store: PgStore | None = None
         self.generation: str | None = None
         self.last: tuple[Action, str] | None = None
         self.target: DbTarget | None = None
-        self.next_db_check = 0.0
-        self.writer: tuple[str, int] | None = None  # the read-write DB node in use, as last probed
-        self.split_brain = False
+        self.monitor = DbMonitor(clock, lambda target: probe_hosts(target, self._timeouts()))
         self.listener: Listener | None = None
+
+    def _timeouts(self) -> Any:
+        """The HA timeouts at the cluster's current interval (the configured one before the first snapshot)."""
+        keepalive = self.runtime.keepalive_s if self.runtime is not None else self.config.ha.keepalive_interval_s
+        return ha_timeouts(keepalive, statement_cap_s=self.config.ha.statement_timeout_s)
 
     # --- wiring ----------------------------------------------------------------------------------
 
     def connect(self) -> Runtime:
-        from appliance.ha.fence import FileFence, fence_path
-        from appliance.ha.pgstore import PgStore
-        from appliance.node import identity, read_targets
-        from appliance.services import manager_for
-
         me = identity(self.config)
         _origin, active = read_targets(self.config)
         if active.target != self.target:
-            # Another database altogether (redirect), not a failover of the same one: forget the old
-            # writer so the monitor does not mistake the switch for a DB failover.
-            self.writer, self.next_db_check = None, 0.0
+            self.monitor.reset()  # another database (redirect), not a failover of the same one
         self.target = active.target
         previous, previous_generation = self.runtime, self.generation
         self.generation = credentials_generation(self.config)
-        store = PgStore(active.target, active.schema, application_name=f"appliance-agent:{me.name}"[:63],
-                        timeouts=agent_timeouts())
+        keepalive = previous.keepalive_s if previous is not None else self.config.ha.keepalive_interval_s
+        timeouts = ha_timeouts(keepalive, statement_cap_s=self.config.ha.statement_timeout_s)
+        app_name = f"appliance-agent:{me.name}"[:63]
+        self.store = PgStore(active.target, active.schema, application_name=app_name, timeouts=timeouts)
         fence = FileFence(fence_path(self.config.paths.state_dir))
-        runtime = Runtime(store, me.node_id, manager_for(self.config), self.clock, fence=fence)
+        runtime = Runtime(self.store, me.node_id, manager_for(self.config), self.clock, fence=fence,
+                          keepalive_s=keepalive)
         if previous is None:
             try:
                 runtime.start()
@@ -122,11 +108,19 @@ class Agent:
         # running, fenced until the agent confirms the lease there (or they stop by themselves).
         if self.listener is not None:
             self.listener.close()
-        self.listener = Listener(active.target, active.schema, application_name=f"appliance-agent:{me.name}"[:63],
-                                 timeouts=agent_timeouts(), clock=self.clock)
+        self.listener = Listener(active.target, active.schema, application_name=app_name, timeouts=timeouts,
+                                 clock=self.clock)
         logger.info("node %s (%s) on %s, schema %s, registered as %s", me.name, me.node_id,
                     active.target.describe(), active.schema, active.role)
         return runtime
+
+    def _follow_keepalive(self) -> None:
+        """Scale the connections' timeouts to the cluster's interval when it changes."""
+        timeouts = self._timeouts()
+        if self.store is not None and timeouts != self.store.timeouts:
+            self.store.retune(timeouts)
+            if self.listener is not None:
+                self.listener.retune(timeouts)
 
     # --- the loop --------------------------------------------------------------------------------
 
@@ -145,10 +139,10 @@ class Agent:
                 return ExitStatus.OK
             if self.reload_requested or credentials_generation(self.config) != self.generation:
                 self._reload()
-            if self.clock.monotonic() >= self.next_db_check:
-                self._check_db_nodes()
+            assert self.target is not None
+            self.monitor.check(self.runtime, self.target)
             try:
-                decision = self._tick()
+                decision = self.runtime.tick()
             except ApplianceError as exc:
                 decision = Decision(Action.STAY, f"tick failed: {exc.message}", wake_in_s=1.0)
             except Exception:  # a bug: log it, keep the loop (and the trust window) going
@@ -156,11 +150,12 @@ class Agent:
                 decision = Decision(Action.STAY, "internal error in the HA loop (see the log)", wake_in_s=1.0)
             self._log(decision)
             self._follow_hostname()
+            self._follow_keepalive()
             self._write_status(decision)
             notify("WATCHDOG=1\nSTATUS=" + decision.reason[:200] + ("" if ready else "\nREADY=1"))
             ready = True
             wait = self.runtime.keepalive_s if decision.wake_in_s is None else decision.wake_in_s
-            wait = min(wait, self.runtime.keepalive_s, max(0.0, self.next_db_check - self.clock.monotonic()))
+            wait = min(wait, self.runtime.keepalive_s, self.monitor.seconds_to_next())
             if self.listener is not None:
                 # A redirect switches the credential set: follow it within a tenth of a second.
                 self.listener.wait(max(0.0, wait), self.wake,
@@ -171,9 +166,6 @@ class Agent:
 
     def _follow_hostname(self) -> None:
         """Keep the registry's name in step with ``system set hostname`` (shown by ``ha get nodes``)."""
-        from appliance.ha.store import NotRegistered, StoreUnavailable
-        from appliance.hostname import backend_for
-
         runtime = self.runtime
         me = runtime.view.node(runtime.node_id) if runtime is not None and runtime.view else None
         if runtime is None or me is None:
@@ -187,67 +179,6 @@ class Agent:
             if not isinstance(exc, StoreUnavailable | NotRegistered):
                 logger.warning("cannot read or record this node's name: %s", exc)
 
-    def _tick(self) -> Decision:
-        assert self.runtime is not None
-        if self.split_brain:
-            # Two read-write database nodes: writing to either could fork the cluster's state. Act as
-            # if the database were unreachable (the primary self-fences when its trust window ends).
-            from appliance.ha.decide import decide
-
-            decision = decide(None, self.runtime.local, self.clock.monotonic())
-            if decision.action is Action.DEMOTE:
-                self.runtime.step_down()
-            return Decision(decision.action, "ALARM: two read-write database nodes; writing to neither. "
-                            + decision.reason, wake_in_s=decision.wake_in_s)
-        return self.runtime.tick()
-
-    def _check_db_nodes(self) -> None:
-        """Probe every configured DB host: follow a new read-write node, alarm on two of them."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        from appliance.db.connect import DbError, probe
-
-        assert self.runtime is not None and self.target is not None
-        view = self.runtime.view
-        # Before the first snapshot the interval is unknown: look again soon rather than in 10 s.
-        interval = view.db_check_s if view else 1.0
-        self.next_db_check = self.clock.monotonic() + interval
-        target = self.target
-
-        def one(host_port: tuple[str, int]) -> tuple[tuple[str, int], bool | None, int | None]:
-            try:
-                info = probe(target, *host_port, application_name="appliance-agent:probe",
-                             timeouts=agent_timeouts(), samples=1)
-            except DbError:
-                return host_port, None, None
-            return host_port, not info.is_in_recovery, info.timeline
-
-        pairs = target.host_ports()
-        with ThreadPoolExecutor(max_workers=len(pairs)) as pool:
-            results = list(pool.map(one, pairs))
-        writers = [(hp, timeline) for hp, writable, timeline in results if writable]
-        if len(writers) > 1:
-            if not self.split_brain:
-                logger.error("ALARM: %d read-write database nodes (%s); writing to neither until one is left",
-                             len(writers), ", ".join(f"{h}:{p} timeline {t}" for (h, p), t in writers))
-            self.split_brain = True
-            return
-        if self.split_brain:
-            logger.warning("one read-write database node again: resuming")
-            self.split_brain = False
-        if not writers:
-            return
-        writer = writers[0][0]
-        if self.writer is not None and writer != self.writer:
-            grace = 2 * self.runtime.keepalive_s
-            logger.warning("database failover: the read-write node is now %s:%d (was %s:%d); reconnecting, "
-                           "nobody is judged dead for %.0f s", *writer, *self.writer, grace)
-            close = getattr(self.runtime.store, "close", None)
-            if callable(close):
-                close()  # the next store call reconnects, and finds the new read-write node
-            self.runtime.grace(grace)
-        self.writer = writer
-
     def _reload(self) -> None:
         self.reload_requested = False
         try:
@@ -255,9 +186,7 @@ class Agent:
             assert self.runtime is not None
             old_store = self.runtime.store
             self.runtime = self.connect()
-            close = getattr(old_store, "close", None)
-            if callable(close):
-                close()
+            old_store.close()
         except ApplianceError as exc:
             logger.error("reload failed, keeping the previous configuration: %s", exc.message)
 
@@ -269,15 +198,14 @@ class Agent:
             self.last = key
 
     def _write_status(self, decision: Decision) -> None:
-        from appliance.hostname import write_atomic
-
         runtime = self.runtime
         assert runtime is not None
         view = runtime.view
         me = view.node(runtime.node_id) if view else None
+        state = NodeStatus.WAIT if view is None or me is None else status_of(view, me, acting=runtime.local.acting)
         doc: dict[str, Any] = {
             "node_id": runtime.node_id,
-            "state": self._state(),
+            "state": state.value,
             "acting": runtime.local.acting,
             "epoch": runtime.local.epoch,
             "priority": me.priority if me else None,
@@ -288,23 +216,9 @@ class Agent:
             "written_at": self.clock.now().isoformat(),
         }
         try:
-            write_atomic(status_path(self.config), json.dumps(doc) + "\n", mode=0o644)
+            write_status(self.config, doc)
         except OSError as exc:
             logger.warning("cannot write %s: %s", status_path(self.config), exc.strerror)
-
-    def _state(self) -> str:
-        """PRIM/ALONE/SECOND/STOP/WAIT from what this node does now (the snapshot predates this tick's act)."""
-        runtime = self.runtime
-        assert runtime is not None
-        view = runtime.view
-        me = view.node(runtime.node_id) if view else None
-        if view is None or me is None:
-            return str(NodeStatus.WAIT.value)
-        if runtime.local.acting:
-            others = [n for n in view.candidates() if n.node_id != me.node_id]
-            return str((NodeStatus.PRIM if others else NodeStatus.ALONE).value)
-        shown = status_of(view, me)
-        return str(NodeStatus.WAIT.value if shown in (NodeStatus.PRIM, NodeStatus.ALONE) else shown.value)
 
     # --- signals ---------------------------------------------------------------------------------
 
@@ -323,8 +237,6 @@ class Agent:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
     parser = argparse.ArgumentParser(prog="appliance-agent", description="Run this node's HA loop (foreground).")
     parser.add_argument("--config", help="configuration file (default $APPLIANCE_CONFIG or /etc/appliance/...)")
     args = parser.parse_args(argv)

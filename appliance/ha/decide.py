@@ -3,38 +3,22 @@
 No I/O, no clock reads: :func:`decide` is given ``now`` (this node's monotonic clock) and returns an
 :class:`~appliance.ha.model.Decision` with a one-line reason; the runtime carries it out.
 
-Timing (I = keepalive interval, a cluster setting):
-* the lease lasts ``2·I`` from each renewal (by the database clock), and the holder renews every
-  I/2, counted from the start of its previous renewal;
-* the holder acts as primary only until ``renewal start + 1.5·I`` on its own monotonic clock, so it
-  has stopped (self-fenced) half an interval before anyone else can take the lease, even if it was
-  paused, starved or cut off; a pause of up to one interval costs it nothing (1.5·I - I/2);
-* a node is online while its last heartbeat is at most ``2·I`` old (database clock);
+The timing rules (lease lifetime, trust window, renewal cadence, liveness window) live in
+:mod:`appliance.ha.timing`; the rules of *who* acts live here:
 * when the lease expires, only the highest-priority online node (ties: lowest node id) takes it, with
   a compare-and-set on the epoch; the previous holder, if still online, is preferred (no needless
-  switch after a database outage); a planned successor (``handover_to``) takes it at once.
+  switch after a database outage); a planned successor (``handover_to``) takes it at once;
+* a holder whose trust window ended steps down before anything else is considered;
+* while the database cannot be trusted (two read-write nodes) the node decides as if it were
+  unreachable.
 """
 
 from __future__ import annotations
 
-from appliance.ha.model import Action, ClusterView, Decision, Local, NodeState, NodeStatus
+from dataclasses import replace
 
-LEASE_TTL_FACTOR = 2.0  # lease lifetime, in keepalive intervals
-TRUST_FACTOR = 1.5  # how long the holder may act after the start of a successful renewal
-RENEW_FACTOR = 0.5  # the holder renews this often (in intervals), from the start of the last renewal
-WAKE_SLACK_S = 0.05  # a standby next in line wakes this long after the lease's expiry
-
-
-def lease_ttl_s(keepalive_s: float) -> float:
-    return LEASE_TTL_FACTOR * keepalive_s
-
-
-def trust_s(keepalive_s: float) -> float:
-    return TRUST_FACTOR * keepalive_s
-
-
-def renew_every_s(keepalive_s: float) -> float:
-    return RENEW_FACTOR * keepalive_s
+from appliance.ha.model import Action, ClusterView, Decision, Local, NodeState
+from appliance.ha.timing import WAKE_SLACK_S, renew_every_s
 
 
 def decide(view: ClusterView | None, local: Local, now: float) -> Decision:
@@ -45,6 +29,12 @@ def decide(view: ClusterView | None, local: Local, now: float) -> Decision:
     :param now: this node's monotonic clock.
     """
     trusted = local.trusted_until is not None and now < local.trusted_until
+    if local.db_alarm is not None:
+        # Writing to either of two read-write database nodes could fork the cluster's state: act as if
+        # the database were unreachable (the primary self-fences when its trust window ends).
+        unreachable = decide(None, replace(local, db_alarm=None), now)
+        return Decision(unreachable.action, f"ALARM: {local.db_alarm}; writing to neither. {unreachable.reason}",
+                        wake_in_s=unreachable.wake_in_s)
     if view is None:
         if local.acting and local.stopping:
             return Decision(Action.DEMOTE, "stopping with the database unreachable: stepping down (the lease "
@@ -143,15 +133,3 @@ def decide(view: ClusterView | None, local: Local, now: float) -> Decision:
 def _best_other(view: ClusterView, node_id: str) -> NodeState | None:
     return next((n for n in view.candidates() if n.node_id != node_id), None)
 
-
-def status_of(view: ClusterView, node: NodeState) -> NodeStatus:
-    """The state shown to the admin for ``node``."""
-    if node.admin_state == "stopped":
-        return NodeStatus.STOP
-    lease = view.lease
-    if lease.holder == node.node_id and not lease.expired:
-        others = [n for n in view.candidates() if n.node_id != node.node_id]
-        return NodeStatus.PRIM if others else NodeStatus.ALONE
-    if view.online(node):
-        return NodeStatus.SECOND
-    return NodeStatus.WAIT

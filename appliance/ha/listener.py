@@ -54,6 +54,12 @@ class Listener:
                 logger.info("lost the notification channel (%s); will retry", type(exc).__name__)
                 self.close()
 
+    def retune(self, timeouts: Timeouts) -> None:
+        """Use ``timeouts`` for the next connection (the keepalive interval changed)."""
+        if timeouts != self.timeouts:
+            self.timeouts = timeouts
+            self.close()
+
     def _connection(self) -> psycopg.Connection[Any] | None:
         if self._conn is not None and not self._conn.closed:
             return self._conn

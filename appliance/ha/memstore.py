@@ -7,13 +7,30 @@ would be the server's ``now()``.
 
 from __future__ import annotations
 
+import random
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from appliance.clock import Clock
-from appliance.ha.model import ClusterView, Lease, NodeState
-from appliance.ha.store import HaStore, NotRegistered
+from appliance.ha.model import (
+    ClusterView,
+    Lease,
+    LeaseRecord,
+    NodeIdentity,
+    NodeState,
+    RegisteredNode,
+    Registration,
+)
+from appliance.ha.settings import Setting, setting
+from appliance.ha.store import HaStore, NotRegistered, live_primary_conflict, twin_conflict
+from appliance.ha.timing import (
+    DEFAULT_KEEPALIVE_S,
+    is_online,
+    judge_keepalive_s,
+    lease_ttl_s,
+    previous_to_record,
+)
 
 
 @dataclass
@@ -25,10 +42,11 @@ class _Row:
     admin_state: str = "active"
     last_heartbeat: datetime | None = None
     heartbeat_seq: int = 0
+    hardware_id: str = ""
 
 
 class InMemoryStore(HaStore):
-    def __init__(self, clock: Clock, keepalive_s: float = 10.0) -> None:
+    def __init__(self, clock: Clock, keepalive_s: float = DEFAULT_KEEPALIVE_S) -> None:
         self.clock = clock
         self._lock = threading.Lock()
         self._rows: dict[str, _Row] = {}
@@ -36,16 +54,19 @@ class InMemoryStore(HaStore):
         self.epoch = 0
         self.expires_at: datetime | None = None
         self.handover_to: str | None = None
-        self.settings = {"keepalive_interval_s": str(keepalive_s), "maintenance": "off", "db_check_interval_s": "10"}
+        self.settings: dict[str, str] = {
+            Setting.KEEPALIVE: str(keepalive_s), Setting.MAINTENANCE: "off", Setting.DB_CHECK: "10",
+        }
         self._previous_keepalive: tuple[float, datetime] | None = None
 
-    # --- set-up (what registration does in the real schema) -----------------------------------------
+    # --- set-up for tests (what registration does in the real schema, with a chosen priority) ----------
 
     def register(self, node_id: str, name: str, priority: int, role: str = "standby") -> None:
         with self._lock:
-            self._rows[node_id] = _Row(node_id, name, priority, role, last_heartbeat=self.clock.now())
+            self._rows[node_id] = _Row(node_id, name, priority, role, last_heartbeat=self.clock.now(),
+                                       hardware_id=f"hw-{node_id}")
 
-    # --- the contract ------------------------------------------------------------------------------
+    # --- the contract: the HA loop ----------------------------------------------------------------
 
     def heartbeat(self, node_id: str) -> None:
         with self._lock:
@@ -55,24 +76,25 @@ class InMemoryStore(HaStore):
 
     def snapshot(self) -> ClusterView:
         with self._lock:
-            now = self.clock.now()
-            nodes = tuple(
-                NodeState(r.node_id, r.name, r.priority, r.role, r.admin_state,
-                          None if r.last_heartbeat is None else (now - r.last_heartbeat).total_seconds(),
-                          r.heartbeat_seq)
-                for r in sorted(self._rows.values(), key=lambda r: r.name)
-            )
-            remaining = None if self.expires_at is None else (self.expires_at - now).total_seconds()
-            keepalive = float(self.settings["keepalive_interval_s"])
-            judge = keepalive
-            if self._previous_keepalive is not None:
-                previous, changed_at = self._previous_keepalive
-                # While the change propagates, judge liveness by the longer of the two intervals.
-                if (now - changed_at).total_seconds() <= 2 * max(previous, keepalive):
-                    judge = max(previous, keepalive)
-            return ClusterView(nodes, Lease(self.holder, self.epoch, remaining, self.handover_to), keepalive,
-                               self.settings.get("maintenance") == "on", judge_keepalive_s=judge,
-                               db_check_s=float(self.settings["db_check_interval_s"]))
+            return self._view(self.clock.now())
+
+    def _view(self, now: datetime) -> ClusterView:
+        nodes = tuple(
+            NodeState(r.node_id, r.name, r.priority, r.role, r.admin_state,
+                      None if r.last_heartbeat is None else (now - r.last_heartbeat).total_seconds(),
+                      r.heartbeat_seq, r.last_heartbeat)
+            for r in sorted(self._rows.values(), key=lambda r: r.name)
+        )
+        remaining = None if self.expires_at is None else (self.expires_at - now).total_seconds()
+        keepalive = float(self.settings[Setting.KEEPALIVE])
+        previous = None
+        if self._previous_keepalive is not None:
+            before, changed_at = self._previous_keepalive
+            previous = (before, (now - changed_at).total_seconds())
+        return ClusterView(nodes, Lease(self.holder, self.epoch, remaining, self.handover_to), keepalive,
+                           self.settings.get(Setting.MAINTENANCE) == "on",
+                           judge_keepalive_s=judge_keepalive_s(keepalive, previous),
+                           db_check_s=float(self.settings[Setting.DB_CHECK]))
 
     def try_acquire(self, node_id: str, expected_epoch: int, ttl_s: float) -> int | None:
         with self._lock:
@@ -80,14 +102,16 @@ class InMemoryStore(HaStore):
             now = self.clock.now()
             # A planned successor still waits for the holder to release (which expires the lease):
             # taking a live lease would make two primaries.
-            free = self.holder is None or self.expires_at is None or self.expires_at <= now
-            if self.epoch != expected_epoch or not free:
+            if self.epoch != expected_epoch or not self._free(now):
                 return None
             self.holder, self.epoch = node_id, self.epoch + 1
             self.expires_at, self.handover_to = now + timedelta(seconds=ttl_s), None
             for row in self._rows.values():
                 row.role = "primary" if row.node_id == node_id else "standby"
             return self.epoch
+
+    def _free(self, now: datetime) -> bool:
+        return self.holder is None or self.expires_at is None or self.expires_at <= now
 
     def renew(self, node_id: str, epoch: int, ttl_s: float) -> bool:
         with self._lock:
@@ -121,17 +145,97 @@ class InMemoryStore(HaStore):
         with self._lock:
             self._row(node_id).name = name
 
-    def set_setting(self, key: str, value: str) -> None:
+    # --- the contract: settings ----------------------------------------------------------------------
+
+    def set_setting(self, setting_: Setting | str, value: str) -> None:
+        key = setting(setting_)
+        key.check(value)
         with self._lock:
-            if key == "keepalive_interval_s" and float(self.settings[key]) != float(value):
-                now, before = self.clock.now(), float(self.settings[key])
+            if key is Setting.KEEPALIVE and float(self.settings[key]) != float(value):
+                now, replaced = self.clock.now(), float(self.settings[key])
+                earlier = None
                 if self._previous_keepalive is not None:
-                    previous, changed_at = self._previous_keepalive
-                    # Changed again while an earlier change still spreads: keep the longest interval.
-                    if (now - changed_at).total_seconds() <= 2 * max(previous, before):
-                        before = max(before, previous)
-                self._previous_keepalive = (before, now)
+                    before, changed_at = self._previous_keepalive
+                    earlier = (before, (now - changed_at).total_seconds())
+                self._previous_keepalive = (previous_to_record(replaced, earlier), now)
             self.settings[key] = value
+
+    def seed_settings(self, values: dict[Setting, str]) -> None:
+        checked = {setting(k).value: setting(k).check(v) for k, v in values.items()}
+        with self._lock:
+            self.settings.update(checked)
+            self._previous_keepalive = None
+
+    # --- the contract: membership ------------------------------------------------------------------
+
+    def register_node(self, me: NodeIdentity, *, role: str, product_version: str) -> Registration:
+        if role not in ("primary", "standby"):
+            raise ValueError(f"role must be primary or standby, not {role!r}")
+        with self._lock:
+            now = self.clock.now()
+            view = self._view(now)
+            twin = next((r for r in self._rows.values()
+                         if r.hardware_id == me.hardware_id and r.node_id != me.node_id), None)
+            if twin is not None:
+                raise twin_conflict(twin.name, twin.node_id, me.hardware_id)
+            old = self._rows.get(me.node_id)
+            previous = None if old is None else _registered(old, now)
+            lease_before = LeaseRecord(self.holder, self.epoch, self.expires_at)
+            demoted = None
+            if role == "primary":
+                other = next((r for r in self._rows.values() if r.role == "primary" and r.node_id != me.node_id),
+                             None)
+                if other is not None:
+                    age = _age(other, now)
+                    if is_online(age, view.judge_keepalive_s or view.keepalive_s):
+                        raise live_primary_conflict(other.name, age)
+                    demoted = _registered(other, now)
+                    other.role = "standby"
+            row = old or _Row(me.node_id, me.name, random.randint(1, 1_000_000))
+            row.hardware_id, row.name, row.role, row.admin_state = me.hardware_id, me.name, role, "active"
+            row.last_heartbeat, row.heartbeat_seq = now, row.heartbeat_seq + 1
+            self._rows[me.node_id] = row
+            keepalive = view.keepalive_s
+            if role == "primary":
+                if self.holder != me.node_id:
+                    self.holder, self.epoch = me.node_id, self.epoch + 1
+                    self.expires_at = now + timedelta(seconds=lease_ttl_s(keepalive))
+            elif self.holder == me.node_id:
+                # A node re-joining as standby must not keep the lease it held as primary.
+                self.holder, self.epoch = None, self.epoch + 1
+            return Registration(previous, (), demoted, lease_before,
+                                LeaseRecord(self.holder, self.epoch, self.expires_at), keepalive)
+
+    def undo_registration(self, me: NodeIdentity, done: Registration) -> None:
+        with self._lock:
+            if done.previous is None:
+                if self.holder == me.node_id:
+                    self.holder = None
+                self._rows.pop(me.node_id, None)
+                if self.handover_to == me.node_id:
+                    self.handover_to = None
+            else:
+                p = done.previous
+                row = self._rows.get(me.node_id)
+                if row is not None:
+                    row.name, row.role, row.admin_state = p.name, p.role, p.admin_state
+            if done.demoted is not None and done.demoted.node_id in self._rows:
+                self._rows[done.demoted.node_id].role = "primary"
+            before = done.lease_before
+            if self.holder != before.holder:
+                # The epoch only ever grows (it is a fencing token), even when the holder is put back.
+                self.holder, self.expires_at, self.epoch = before.holder, before.expires_at, self.epoch + 1
+
+    def unregister_node(self, node_id: str) -> None:
+        with self._lock:
+            self._row(node_id)
+            del self._rows[node_id]
+            if self.holder == node_id:
+                self.holder, self.expires_at, self.epoch = None, None, self.epoch + 1
+            if self.handover_to == node_id:
+                self.handover_to = None
+
+    # --- helpers -------------------------------------------------------------------------------------
 
     def _row(self, node_id: str) -> _Row:
         row = self._rows.get(node_id)
@@ -143,4 +247,13 @@ class InMemoryStore(HaStore):
         """For tests: the lease's holder and epoch, as the store has them."""
         with self._lock:
             return self.holder, self.epoch
+
+
+def _age(row: _Row, now: datetime) -> float | None:
+    return None if row.last_heartbeat is None else (now - row.last_heartbeat).total_seconds()
+
+
+def _registered(row: _Row, now: datetime) -> RegisteredNode:
+    return RegisteredNode(row.node_id, row.hardware_id, row.name, row.priority, row.role, row.admin_state,
+                          _age(row, now))
 

@@ -9,6 +9,18 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import datetime
+
+from appliance.ha.timing import DEFAULT_KEEPALIVE_S, is_online
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    """Who a node is: its key in the registry, its stable hardware id, and its current name."""
+
+    node_id: str
+    hardware_id: str
+    name: str
 
 
 @dataclass(frozen=True)
@@ -22,6 +34,7 @@ class NodeState:
     admin_state: str  # active | stopped (taken out of the cluster by the admin)
     heartbeat_age_s: float | None  # now() - last_heartbeat, by the DB clock; None: never
     heartbeat_seq: int
+    last_heartbeat: datetime | None = None  # as the store recorded it: shown to people, never compared
 
 
 @dataclass(frozen=True)
@@ -47,15 +60,27 @@ class ClusterView:
     # The interval liveness is judged by: the longer of the old and new one while a change of the
     # keepalive interval propagates, so nobody is judged dead by a node that has not adopted it yet.
     judge_keepalive_s: float | None = None
-    db_check_s: float = 10.0  # how often each node probes the configured database hosts
+    db_check_s: float = DEFAULT_KEEPALIVE_S  # how often each node probes the configured database hosts
 
     def node(self, node_id: str) -> NodeState | None:
         return next((n for n in self.nodes if n.node_id == node_id), None)
 
+    def named(self, name: str) -> NodeState | None:
+        return next((n for n in self.nodes if n.name == name), None)
+
     def online(self, node: NodeState) -> bool:
-        """Heard from within two keepalive intervals (by the DB clock)."""
-        interval = self.judge_keepalive_s or self.keepalive_s
-        return node.heartbeat_age_s is not None and node.heartbeat_age_s <= 2 * interval
+        """Heard from recently enough (:func:`~appliance.ha.timing.is_online`, by the DB clock)."""
+        return is_online(node.heartbeat_age_s, self.judge_keepalive_s or self.keepalive_s)
+
+    def holder(self) -> NodeState | None:
+        """The node holding a live lease (the acting primary), if any."""
+        lease = self.lease
+        return None if lease.expired or lease.holder is None else self.node(lease.holder)
+
+    def live_primary(self, exclude: str | None = None) -> NodeState | None:
+        """The node registered as primary, if it is online (another primary must not register then)."""
+        return next((n for n in self.nodes if n.role == "primary" and n.node_id != exclude and self.online(n)),
+                    None)
 
     def candidates(self) -> list[NodeState]:
         """Nodes that may lead, best first: online, in the cluster; highest priority, then lowest id."""
@@ -74,6 +99,8 @@ class Local:
     :param stopping: a clean stop was requested (SIGTERM): resign and hand over.
     :param grace_until: monotonic deadline of a grace window (after a DB failover) during which no
         other node is judged dead.
+    :param db_alarm: set while the database cannot be trusted (two read-write nodes): the node writes
+        to none of them and decides as if the database were unreachable. The text says why.
     """
 
     node_id: str
@@ -82,6 +109,7 @@ class Local:
     trusted_until: float | None = None
     stopping: bool = False
     grace_until: float | None = None
+    db_alarm: str | None = None
 
 
 class Action(enum.Enum):
@@ -117,3 +145,41 @@ class NodeStatus(enum.Enum):
     SECOND = "SECOND"  # standby
     STOP = "STOP"  # taken out of the cluster by the admin
     WAIT = "WAIT"  # starting, or waiting for the database or the lease
+
+
+# --- registration ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegisteredNode:
+    """A node's registry row as registration found it (what an undo puts back)."""
+
+    node_id: str
+    hardware_id: str
+    name: str
+    priority: int
+    role: str
+    admin_state: str
+    heartbeat_age_s: float | None = None
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """The lease row as registration found or left it; ``expires_at`` by the store's clock."""
+
+    holder: str | None
+    epoch: int
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What :meth:`~appliance.ha.store.HaStore.register_node` changed, so that
+    :meth:`~appliance.ha.store.HaStore.undo_registration` can put it back."""
+
+    previous: RegisteredNode | None
+    previous_addresses: tuple[str, ...]
+    demoted: RegisteredNode | None  # a dead primary this registration demoted
+    lease_before: LeaseRecord
+    lease_after: LeaseRecord
+    keepalive_s: float

@@ -7,7 +7,8 @@ Why it looks the way it does:
   a connection that saw an error (timeout, lost link, a read-only server) is not trusted again. The
   next call reconnects with ``target_session_attrs=read-write``, which is how the store follows a
   database failover of a multi-host target without being recreated.
-* **Short timeouts** (:func:`ha_timeouts`): the HA loop must fail fast and visibly. A call that cannot
+* **Short timeouts** (:func:`~appliance.ha.timing.ha_timeouts`, scaled to the keepalive interval and
+  changed with it by :meth:`PgStore.retune`): the HA loop must fail fast and visibly. A call that cannot
   finish within ``lock_timeout``/``statement_timeout`` raises :class:`StoreUnavailable`; the caller
   treats the outcome as unknown (a renewal as *not* renewed).
 * **The database clock only**: every time written or compared is ``now()`` (the transaction's start
@@ -18,60 +19,58 @@ Why it looks the way it does:
   password) and that is raised outside the ``except`` block, so no psycopg exception (or frame
   holding connection parameters) hangs off it. A missing node row is :class:`NotRegistered`.
 
-psycopg is imported lazily: importing this module does not load it.
+psycopg is imported lazily: importing this module does not load it (the shell imports it on its start-up
+path). The SQL is in :mod:`appliance.ha.pgsql`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import random
 import selectors
 import threading
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, LiteralString, TypeVar
 
 from appliance.db.connect import DbError, DbTarget, Timeouts, connect, error_from_exception
-from appliance.ha.model import ClusterView, Lease, NodeState
-from appliance.ha.store import HaStore, NotRegistered, StoreUnavailable
+from appliance.ha import pgsql as Q
+from appliance.ha.model import (
+    ClusterView,
+    Lease,
+    LeaseRecord,
+    NodeIdentity,
+    NodeState,
+    RegisteredNode,
+    Registration,
+)
+from appliance.ha.settings import Setting, setting
+from appliance.ha.store import (
+    HaStore,
+    StoreUnavailable,
+    live_primary_conflict,
+    not_registered,
+    twin_conflict,
+)
+from appliance.ha.timing import (
+    DEFAULT_KEEPALIVE_S,
+    ha_timeouts,
+    is_online,
+    judge_keepalive_s,
+    lease_ttl_s,
+    previous_to_record,
+)
 
 if TYPE_CHECKING:
     import psycopg
     from psycopg import sql
 
-__all__ = ["ADMIN_STATES", "PREVIOUS_KEEPALIVE_KEY", "PgStore", "ha_timeouts"]
+__all__ = ["ADMIN_STATES", "PgStore", "channel_for"]
 
 _T = TypeVar("_T")
 
 ADMIN_STATES = ("active", "stopped")
-KEEPALIVE_KEY = "keepalive_interval_s"
-# Written by set_setting in the same transaction as a new keepalive interval: the interval it replaced
-# (value) and when (updated_at), so that a snapshot can judge liveness by the longer of the two while
-# the change propagates (the same rule as the in-memory store).
-PREVIOUS_KEEPALIVE_KEY = "keepalive_previous_s"
-DEFAULT_KEEPALIVE_S = 10.0  # the schema's default, if the row were ever missing
-
-
-def ha_timeouts(keepalive_s: float = DEFAULT_KEEPALIVE_S) -> Timeouts:
-    """Timeouts for the HA connection, scaled to the keepalive interval ``I``.
-
-    A statement must end well inside one interval (at most I/2, at most 5 s): a renewal slower than
-    that is worth less than a clear failure. A row lock held by someone else (an idle-in-transaction
-    session, a paused process) is given at most 1 s. A dead link is noticed by ``tcp_user_timeout``
-    while we send and by keepalives while idle, within seconds rather than the OS's two hours. An
-    open transaction of ours never outlives an interval (a process paused mid-transaction must not
-    keep the lease row locked).
-    """
-    statement = min(5.0, max(0.5, keepalive_s / 2))
-    return Timeouts(
-        connect_timeout=2.0,  # per host; psycopg's minimum
-        statement_timeout=statement,
-        lock_timeout=min(1.0, statement / 2),
-        idle_in_transaction_session_timeout=max(1.0, keepalive_s),
-        tcp_user_timeout=max(2.0, min(10.0, keepalive_s)),
-        keepalives_idle=max(1, min(10, round(keepalive_s))),
-        keepalives_interval=1,
-        keepalives_count=3,
-    )
 
 
 def _uuid(value: str | None) -> uuid.UUID | None:
@@ -82,57 +81,6 @@ def _uuid(value: str | None) -> uuid.UUID | None:
         return uuid.UUID(value)
     except (ValueError, AttributeError, TypeError):
         return None
-
-
-# --- SQL ({s} is the schema) ------------------------------------------------------------------------
-
-_HEARTBEAT: LiteralString = (
-    "UPDATE {s}.nodes SET last_heartbeat = now(), heartbeat_seq = heartbeat_seq + 1 WHERE node_id = %s"
-)
-_SNAPSHOT_NODES: LiteralString = (
-    "SELECT node_id::text, name, priority, role, admin_state,"
-    " extract(epoch FROM now() - last_heartbeat)::float8, heartbeat_seq"
-    " FROM {s}.nodes ORDER BY name, node_id"
-)
-_SNAPSHOT_LEASE: LiteralString = (
-    "SELECT holder::text, epoch, extract(epoch FROM expires_at - now())::float8, handover_to::text,"
-    " pg_is_in_recovery() FROM {s}.lease WHERE id = 1"
-)
-_SNAPSHOT_SETTINGS: LiteralString = (
-    "SELECT key, value, extract(epoch FROM now() - updated_at)::float8 FROM {s}.cluster_settings"
-    " WHERE key IN ('keepalive_interval_s', 'keepalive_previous_s', 'maintenance', 'db_check_interval_s')"
-)
-_NODE_EXISTS: LiteralString = "SELECT 1 FROM {s}.nodes WHERE node_id = %s FOR KEY SHARE"
-# The compare-and-set of the contract. `expires_at IS NULL` as the in-memory store: a holder recorded
-# without an expiry (never written by the HA core) counts as free rather than held forever.
-_ACQUIRE: LiteralString = (
-    "UPDATE {s}.lease SET holder = %(me)s, epoch = epoch + 1,"
-    " expires_at = now() + make_interval(secs => %(ttl)s), renewed_at = now(), handover_to = NULL"
-    " WHERE id = 1 AND epoch = %(expected)s"
-    " AND (holder IS NULL OR expires_at IS NULL OR expires_at <= now())"
-    " RETURNING epoch"
-)
-# Demote first, then promote: nodes_one_primary is a unique index checked row by row.
-_DEMOTE_OTHERS: LiteralString = "UPDATE {s}.nodes SET role = 'standby' WHERE role = 'primary' AND node_id <> %s"
-_PROMOTE: LiteralString = "UPDATE {s}.nodes SET role = 'primary' WHERE node_id = %s AND role <> 'primary'"
-_RENEW: LiteralString = (
-    "UPDATE {s}.lease SET expires_at = now() + make_interval(secs => %(ttl)s), renewed_at = now()"
-    " WHERE id = 1 AND holder = %(me)s AND epoch = %(epoch)s RETURNING 1"
-)
-# A successor that is not (or no longer) registered is not recorded: the lease is still given up at
-# once, and the best candidate takes over.
-_RELEASE: LiteralString = (
-    "UPDATE {s}.lease SET expires_at = now(),"
-    " handover_to = (SELECT node_id FROM {s}.nodes WHERE node_id = %(target)s)"
-    " WHERE id = 1 AND holder = %(me)s AND epoch = %(epoch)s AND expires_at > now() RETURNING 1"
-)
-_REQUEST_HANDOVER: LiteralString = "UPDATE {s}.lease SET handover_to = %s WHERE id = 1"
-_SET_ADMIN_STATE: LiteralString = "UPDATE {s}.nodes SET admin_state = %s WHERE node_id = %s"
-_LOCK_KEEPALIVE: LiteralString = "SELECT value FROM {s}.cluster_settings WHERE key = 'keepalive_interval_s' FOR UPDATE"
-_UPSERT_SETTING: LiteralString = (
-    "INSERT INTO {s}.cluster_settings (key, value, updated_at) VALUES (%s, %s, now())"
-    " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at"
-)
 
 
 # A statement that waited too long for a lock or for the server (lock_timeout, statement_timeout): the
@@ -150,10 +98,12 @@ class PgStore(HaStore):
     :param target: the database, possibly several hosts (the read-write one is used).
     :param schema: the schema holding the appliance's tables (``<prefix>appliance``).
     :param application_name: shown in ``pg_stat_activity``, e.g. ``appliance-agent:<node name>``.
-    :param timeouts: short ones (default :func:`ha_timeouts`): the HA loop must fail fast.
+    :param timeouts: short ones (default :func:`~appliance.ha.timing.ha_timeouts`): the HA loop must fail fast.
 
     Thread-safe (calls are serialised), but meant for one HA loop: give every concurrent user its own
-    store, hence its own connection.
+    store, hence its own connection. :meth:`on_connection` makes a store that works inside a caller's
+    connection and transaction instead (``redirect`` and node initialisation register the node in the
+    same transaction as the schema deployment).
     """
 
     def __init__(
@@ -172,6 +122,31 @@ class PgStore(HaStore):
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._server: DbTarget = target  # narrowed to the host in use once connected, for messages
         self._sql: dict[str, sql.Composed] = {}
+        self._borrowed = False  # the connection is the caller's: never closed or replaced here
+
+    @classmethod
+    def on_connection(cls, conn: psycopg.Connection[Any], target: DbTarget, schema: str) -> PgStore:
+        """A store that runs every call on ``conn``, inside the caller's transaction if one is open
+        (its own transactions become savepoints). A failure is raised, the connection is left to the
+        caller (who rolls back)."""
+        store = cls(target, schema, application_name="(caller's connection)")
+        store._conn = conn
+        store._server = target.for_host(conn.info.host, conn.info.port)
+        store._borrowed = True
+        return store
+
+    def retune(self, timeouts: Timeouts) -> None:
+        """Use ``timeouts`` from now on (the keepalive interval changed): the open connection, made with
+        the old ones, is closed; the next call connects with the new."""
+        with self._lock:
+            if timeouts != self._timeouts:
+                self._timeouts = timeouts
+                if not self._borrowed:
+                    self._drop()
+
+    @property
+    def timeouts(self) -> Timeouts:
+        return self._timeouts
 
     def __repr__(self) -> str:
         return f"<PgStore {self._target.describe()} schema={self._schema}>"
@@ -199,6 +174,8 @@ class PgStore(HaStore):
 
     def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
         conn = self._conn
+        if self._borrowed and conn is not None:
+            return conn
         if conn is not None and not self._trusted(conn):
             self._drop()
             conn = None
@@ -248,6 +225,8 @@ class PgStore(HaStore):
             return False
 
     def _drop(self) -> None:
+        if self._borrowed:
+            return
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
@@ -298,10 +277,10 @@ class PgStore(HaStore):
         """One single-row UPDATE by the database clock; no row updated means not registered."""
         nid = _uuid(node_id)
         if nid is None:
-            raise _not_registered(node_id)
-        updated = self._run("record the heartbeat", lambda conn: conn.execute(self._q(_HEARTBEAT), (nid,)).rowcount)
+            raise not_registered(node_id)
+        updated = self._run("record the heartbeat", lambda conn: conn.execute(self._q(Q.HEARTBEAT), (nid,)).rowcount)
         if updated == 0:
-            raise _not_registered(node_id)
+            raise not_registered(node_id)
 
     def snapshot(self) -> ClusterView:
         """Nodes, lease and settings in one REPEATABLE READ, READ ONLY transaction.
@@ -312,16 +291,18 @@ class PgStore(HaStore):
         return self._run("read the cluster state", self._snapshot)
 
     def _snapshot(self, conn: psycopg.Connection[tuple[Any, ...]]) -> ClusterView:
+        from psycopg import pq
+
+        # Inside a caller's open transaction (registration in redirect) the snapshot is that transaction's.
+        own = conn.info.transaction_status == pq.TransactionStatus.IDLE
         with conn.transaction():
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            node_rows = conn.execute(self._q(_SNAPSHOT_NODES)).fetchall()
-            lease_row = conn.execute(self._q(_SNAPSHOT_LEASE)).fetchone()
-            setting_rows = conn.execute(self._q(_SNAPSHOT_SETTINGS)).fetchall()
+            if own:
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            node_rows = conn.execute(self._q(Q.SNAPSHOT_NODES)).fetchall()
+            lease_row = conn.execute(self._q(Q.SNAPSHOT_LEASE)).fetchone()
+            setting_rows = conn.execute(self._q(Q.SNAPSHOT_SETTINGS)).fetchall()
         if lease_row is None:
-            raise StoreUnavailable(
-                f"HA store: schema {self._schema} on {self._server.hosts_text()} has no lease row",
-                "The schema is damaged; redeploy it.",
-            )
+            raise self._no_lease_row()
         holder, epoch, remaining, handover_to, in_recovery = lease_row
         if in_recovery:
             # A read-write connection cannot land on a standby, but a proxy in between could move it:
@@ -336,27 +317,29 @@ class PgStore(HaStore):
                 admin_state=str(r[4]),
                 heartbeat_age_s=None if r[5] is None else float(r[5]),
                 heartbeat_seq=int(r[6]),
+                last_heartbeat=r[7] if isinstance(r[7], datetime) else None,
             )
             for r in node_rows
         )
         settings = {str(key): (str(value), float(age)) for key, value, age in setting_rows}
-        keepalive = self._keepalive(settings.get(KEEPALIVE_KEY, (str(DEFAULT_KEEPALIVE_S), 0.0))[0])
-        judge = keepalive
-        previous = settings.get(PREVIOUS_KEEPALIVE_KEY)
-        if previous is not None:
-            before, since = self._keepalive(previous[0]), previous[1]
-            # While the change propagates, judge liveness by the longer of the two intervals.
-            if since <= 2 * max(before, keepalive):
-                judge = max(before, keepalive)
-        maintenance = settings.get("maintenance", ("off", 0.0))[0] == "on"
+        keepalive = self._keepalive(settings.get(Setting.KEEPALIVE, (str(DEFAULT_KEEPALIVE_S), 0.0))[0])
+        previous = settings.get(Q.PREVIOUS_KEEPALIVE_KEY)
+        maintenance = settings.get(Setting.MAINTENANCE, ("off", 0.0))[0] == "on"
         lease = Lease(
             holder=None if holder is None else str(holder),
             epoch=int(epoch),
             remaining_s=None if remaining is None else float(remaining),
             handover_to=None if handover_to is None else str(handover_to),
         )
-        db_check = float(settings.get("db_check_interval_s", ("10", 0.0))[0])
+        db_check = float(settings.get(Setting.DB_CHECK, ("10", 0.0))[0])
+        judge = judge_keepalive_s(keepalive, None if previous is None else (self._keepalive(previous[0]), previous[1]))
         return ClusterView(nodes, lease, keepalive, maintenance, judge_keepalive_s=judge, db_check_s=db_check)
+
+    def _no_lease_row(self) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"HA store: schema {self._schema} on {self._server.hosts_text()} has no lease row",
+            "The schema is damaged; redeploy it.",
+        )
 
     def _keepalive(self, value: str) -> float:
         try:
@@ -365,7 +348,7 @@ class PgStore(HaStore):
             seconds = float("nan")
         if not seconds > 0:  # also NaN
             raise StoreUnavailable(
-                f"HA store: cluster setting {KEEPALIVE_KEY} in schema {self._schema} has the invalid "
+                f"HA store: cluster setting {Setting.KEEPALIVE.value} in schema {self._schema} has the invalid "
                 f"value {value[:40]!r}",
                 "Set the keepalive interval again from the shell.",
             )
@@ -381,19 +364,19 @@ class PgStore(HaStore):
         """
         me = _uuid(node_id)
         if me is None:
-            raise _not_registered(node_id)
+            raise not_registered(node_id)
 
         def body(conn: psycopg.Connection[tuple[Any, ...]]) -> int | None:
             with conn.transaction():
-                if conn.execute(self._q(_NODE_EXISTS), (me,)).fetchone() is None:
-                    raise _not_registered(node_id)
+                if conn.execute(self._q(Q.NODE_EXISTS), (me,)).fetchone() is None:
+                    raise not_registered(node_id)
                 row = conn.execute(
-                    self._q(_ACQUIRE), {"me": me, "expected": expected_epoch, "ttl": float(ttl_s)}
+                    self._q(Q.ACQUIRE), {"me": me, "expected": expected_epoch, "ttl": float(ttl_s)}
                 ).fetchone()
                 if row is None:
                     return None
-                conn.execute(self._q(_DEMOTE_OTHERS), (me,))
-                conn.execute(self._q(_PROMOTE), (me,))
+                conn.execute(self._q(Q.DEMOTE_OTHERS), (me,))
+                conn.execute(self._q(Q.PROMOTE), (me,))
                 return int(row[0])
 
         return self._run("take the lease", body)
@@ -404,7 +387,7 @@ class PgStore(HaStore):
         if me is None:
             return False
         params = {"me": me, "epoch": epoch, "ttl": float(ttl_s)}
-        return self._run("renew the lease", lambda conn: conn.execute(self._q(_RENEW), params).fetchone() is not None)
+        return self._run("renew the lease", lambda conn: conn.execute(self._q(Q.RENEW), params).fetchone() is not None)
 
     def release(self, node_id: str, epoch: int, handover_to: str | None) -> bool:
         """One UPDATE scoped to holder and epoch: ``expires_at = now()``, the holder stays recorded.
@@ -418,7 +401,7 @@ class PgStore(HaStore):
 
         def body(conn: psycopg.Connection[tuple[Any, ...]]) -> bool:
             with conn.transaction():
-                released = conn.execute(self._q(_RELEASE), params).fetchone() is not None
+                released = conn.execute(self._q(Q.RELEASE), params).fetchone() is not None
                 if released:
                     self._notify(conn)
                 return released
@@ -433,19 +416,16 @@ class PgStore(HaStore):
         """Record (or clear) the planned successor; an unknown target is NotRegistered."""
         wanted = _uuid(target)
         if target is not None and wanted is None:
-            raise _not_registered(target)
+            raise not_registered(target)
 
         def body(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
             with conn.transaction():
                 # KEY SHARE: the target cannot be deleted before we commit.
-                if wanted is not None and conn.execute(self._q(_NODE_EXISTS), (wanted,)).fetchone() is None:
-                    raise _not_registered(str(target))
+                if wanted is not None and conn.execute(self._q(Q.NODE_EXISTS), (wanted,)).fetchone() is None:
+                    raise not_registered(str(target))
                 self._notify(conn)
-                if conn.execute(self._q(_REQUEST_HANDOVER), (wanted,)).rowcount == 0:
-                    raise StoreUnavailable(
-                        f"HA store: schema {self._schema} on {self._server.hosts_text()} has no lease row",
-                        "The schema is damaged; redeploy it.",
-                    )
+                if conn.execute(self._q(Q.REQUEST_HANDOVER), (wanted,)).rowcount == 0:
+                    raise self._no_lease_row()
 
         self._run("request the handover", body)
 
@@ -455,52 +435,151 @@ class PgStore(HaStore):
             raise ValueError(f"admin state must be one of {', '.join(ADMIN_STATES)}, not {state!r}")
         nid = _uuid(node_id)
         if nid is None:
-            raise _not_registered(node_id)
+            raise not_registered(node_id)
         def body(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
             with conn.transaction():
-                count = conn.execute(self._q(_SET_ADMIN_STATE), (state, nid)).rowcount
+                count = conn.execute(self._q(Q.SET_ADMIN_STATE), (state, nid)).rowcount
                 self._notify(conn)
                 return count
 
         updated = self._run("set the admin state", body)
         if updated == 0:
-            raise _not_registered(node_id)
+            raise not_registered(node_id)
 
     def rename(self, node_id: str, name: str) -> None:
         """One UPDATE of the node's name; no row updated means not registered."""
         nid = _uuid(node_id)
         if nid is None:
-            raise _not_registered(node_id)
+            raise not_registered(node_id)
         updated = self._run("record the node's name", lambda conn: conn.execute(
-            self._q("UPDATE {s}.nodes SET name = %s WHERE node_id = %s"), (name, nid)).rowcount)
+            self._q(Q.RENAME), (name, nid)).rowcount)
         if updated == 0:
-            raise _not_registered(node_id)
+            raise not_registered(node_id)
 
-    def set_setting(self, key: str, value: str) -> None:
+    # --- settings ----------------------------------------------------------------------------------
+
+    def set_setting(self, setting_: Setting | str, value: str) -> None:
         """Upsert a setting; a new keepalive interval also records the one it replaces, atomically.
 
         The keepalive row is locked first, so concurrent changes serialise and ``keepalive_previous_s``
-        always holds the value that was current just before the last change.
+        always holds the value that was current just before the last change (or an older, longer one
+        that may still be spreading: :func:`~appliance.ha.timing.previous_to_record`).
         """
+        key = setting(setting_)
+        key.check(value)
 
         def body(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
             with conn.transaction():
-                if key == KEEPALIVE_KEY:
-                    old = conn.execute(self._q(_LOCK_KEEPALIVE)).fetchone()
+                if key is Setting.KEEPALIVE:
+                    old = conn.execute(self._q(Q.LOCK_KEEPALIVE)).fetchone()
                     if old is not None and float(old[0]) != float(value):
-                        before = float(old[0])
-                        prev = conn.execute(self._q(
-                            "SELECT value, extract(epoch FROM now() - updated_at)::float8 FROM {s}.cluster_settings"
-                            " WHERE key = 'keepalive_previous_s'")).fetchone()
-                        # Changed again while an earlier change still spreads: keep the longest interval
-                        # some node may still be beating at.
-                        if prev is not None and float(prev[1]) <= 2 * max(float(prev[0]), before):
-                            before = max(before, float(prev[0]))
-                        conn.execute(self._q(_UPSERT_SETTING), (PREVIOUS_KEEPALIVE_KEY, f"{before:g}"))
-                conn.execute(self._q(_UPSERT_SETTING), (key, value))
+                        row = conn.execute(self._q(Q.PREVIOUS_KEEPALIVE)).fetchone()
+                        earlier = None if row is None else (float(row[0]), float(row[1]))
+                        keep = previous_to_record(float(old[0]), earlier)
+                        conn.execute(self._q(Q.UPSERT_SETTING), (Q.PREVIOUS_KEEPALIVE_KEY, f"{keep:g}"))
+                conn.execute(self._q(Q.UPSERT_SETTING), (key.value, value))
                 self._notify(conn)
 
-        self._run(f"set {key}", body)
+        self._run(f"set {key.value}", body)
+
+    def seed_settings(self, values: dict[Setting, str]) -> None:
+        """The first settings of a freshly deployed cluster: upserted as they are, no change recorded."""
+        checked = [(setting(k).value, setting(k).check(v)) for k, v in values.items()]
+
+        def body(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+            with conn.transaction():
+                for key, value in checked:
+                    conn.execute(self._q(Q.UPSERT_SETTING), (key, value))
+                conn.execute(self._q(Q.FORGET_PREVIOUS_KEEPALIVE))
+                self._notify(conn)
+
+        self._run("set the cluster's first settings", body)
+
+    # --- membership --------------------------------------------------------------------------------
+
+    def register_node(self, me: NodeIdentity, *, role: str, product_version: str) -> Registration:
+        """The contract's registration in one transaction; the node's address is the one the server sees."""
+        if role not in ("primary", "standby"):
+            raise ValueError(f"role must be primary or standby, not {role!r}")
+        nid = _uuid(me.node_id)
+        if nid is None:
+            raise not_registered(me.node_id)
+
+        def body(conn: psycopg.Connection[tuple[Any, ...]]) -> Registration:
+            with conn.transaction():
+                lease_before = _lease_record(conn.execute(self._q(Q.LOCK_LEASE)).fetchone())
+                everyone = [_registered_node(r) for r in conn.execute(self._q(Q.LOCK_NODES)).fetchall()]
+                view = self._snapshot(conn)  # the judged interval, by the same transaction's clock
+                previous = next((n for n in everyone if n.node_id == me.node_id), None)
+                twin = next((n for n in everyone if n.hardware_id == me.hardware_id and n.node_id != me.node_id),
+                            None)
+                if twin is not None:
+                    raise twin_conflict(twin.name, twin.node_id, me.hardware_id)
+                demoted = None
+                if role == "primary":
+                    other = next((n for n in everyone if n.role == "primary" and n.node_id != me.node_id), None)
+                    if other is not None:
+                        if is_online(other.heartbeat_age_s, view.judge_keepalive_s or view.keepalive_s):
+                            raise live_primary_conflict(other.name, other.heartbeat_age_s)
+                        conn.execute(self._q(Q.DEMOTE_NODE), (other.node_id,))
+                        demoted = other
+                addresses = tuple(str(r[0]) for r in conn.execute(self._q(Q.NODE_ADDRESSES), (nid,)).fetchall())
+                # Priority is random at first registration (ties: node id); a known node keeps its own.
+                priority = previous.priority if previous is not None else random.randint(1, 1_000_000)
+                conn.execute(self._q(Q.UPSERT_NODE), (nid, me.hardware_id, me.name, priority, role, product_version))
+                conn.execute(self._q(Q.DELETE_ADDRESSES), (nid,))
+                conn.execute(self._q(Q.RECORD_CLIENT_ADDRESS), (nid,))
+                if role == "primary":
+                    if lease_before.holder != me.node_id:
+                        conn.execute(self._q(Q.TAKE_LEASE), (nid, lease_ttl_s(view.keepalive_s)))
+                elif lease_before.holder == me.node_id:
+                    # A node re-joining as standby must not keep the lease it held as primary.
+                    conn.execute(self._q(Q.DROP_LEASE))
+                lease_after = _lease_record(conn.execute(self._q(Q.LEASE_ROW)).fetchone())
+                self._notify(conn)
+                return Registration(previous, addresses, demoted, lease_before, lease_after, view.keepalive_s)
+
+        return self._run("register the node", body)
+
+    def undo_registration(self, me: NodeIdentity, done: Registration) -> None:
+        nid = _uuid(me.node_id)
+
+        def body(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+            with conn.transaction():
+                if done.previous is None:
+                    conn.execute(self._q(Q.UNDO_NEW_NODE_LEASE), (nid,))
+                    conn.execute(self._q(Q.DELETE_NODE), (nid,))
+                else:
+                    p = done.previous
+                    conn.execute(self._q(Q.RESTORE_NODE), (p.name, p.role, p.admin_state, nid))
+                    conn.execute(self._q(Q.DELETE_ADDRESSES), (nid,))
+                    for address in done.previous_addresses:
+                        conn.execute(self._q(Q.INSERT_ADDRESS), (nid, address))
+                if done.demoted is not None:
+                    conn.execute(self._q(Q.PROMOTE_NODE), (_uuid(done.demoted.node_id),))
+                before = done.lease_before
+                holder = _uuid(before.holder)
+                conn.execute(self._q(Q.RESTORE_LEASE), (holder, before.expires_at, holder))
+                self._notify(conn)
+
+        self._run("undo the registration", body)
+
+    def unregister_node(self, node_id: str) -> None:
+        nid = _uuid(node_id)
+        if nid is None:
+            raise not_registered(node_id)
+
+        def body(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
+            with conn.transaction():
+                conn.execute(self._q(Q.LOCK_LEASE))
+                conn.execute(self._q(Q.FREE_LEASE_OF), (nid,))
+                conn.execute(self._q(Q.WITHDRAW_HANDOVER_TO), (nid,))
+                count = conn.execute(self._q(Q.DELETE_NODE), (nid,)).rowcount
+                self._notify(conn)
+                return count
+
+        if self._run("remove the node from the cluster", body) == 0:
+            raise not_registered(node_id)
 
 
 def channel_for(schema: str) -> str:
@@ -508,5 +587,13 @@ def channel_for(schema: str) -> str:
     return f"appliance_ha_{schema}"
 
 
-def _not_registered(node_id: str) -> NotRegistered:
-    return NotRegistered(f"node {node_id} is not registered in the cluster")
+
+def _lease_record(row: tuple[Any, ...] | None) -> LeaseRecord:
+    if row is None:
+        return LeaseRecord(None, 0, None)
+    return LeaseRecord(None if row[0] is None else str(row[0]), int(row[1]), row[2])
+
+
+def _registered_node(row: tuple[Any, ...]) -> RegisteredNode:
+    return RegisteredNode(str(row[0]), str(row[1]), str(row[2]), int(row[3]), str(row[4]), str(row[5]),
+                          None if row[6] is None else float(row[6]))

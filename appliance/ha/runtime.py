@@ -11,9 +11,10 @@ from dataclasses import replace
 from typing import Protocol
 
 from appliance.clock import Clock
-from appliance.ha.decide import decide, lease_ttl_s, renew_every_s, trust_s
+from appliance.ha.decide import decide
 from appliance.ha.model import Action, ClusterView, Decision, Local
 from appliance.ha.store import HaStore, NotRegistered, StoreUnavailable
+from appliance.ha.timing import DEFAULT_KEEPALIVE_S, lease_ttl_s, regain_grace_s, renew_every_s, trust_s
 from appliance.services import ServiceManager
 
 
@@ -27,14 +28,14 @@ class Fence(Protocol):
 
 class Runtime:
     def __init__(self, store: HaStore, node_id: str, services: ServiceManager, clock: Clock,
-                 fence: Fence | None = None) -> None:
+                 fence: Fence | None = None, keepalive_s: float = DEFAULT_KEEPALIVE_S) -> None:
         self.store = store
         self.services = services
         self.clock = clock
         self.fence = fence
         self.local = Local(node_id)
         self.view: ClusterView | None = None
-        self.keepalive_s = 10.0  # until the first snapshot says otherwise
+        self.keepalive_s = keepalive_s  # until the first snapshot says otherwise
         self.renewed_at: float | None = None  # monotonic start of the last successful renewal
         self.store_lost = False  # the last snapshot failed (not merely: none taken yet)
 
@@ -47,6 +48,10 @@ class Runtime:
         self.services.start("standby")
 
     def tick(self) -> Decision:
+        if self.local.db_alarm is not None:
+            # Write to no database node: no heartbeat, no renewal (decide() says why and what to do).
+            decision = decide(None, self.local, self.clock.monotonic())
+            return self._apply(decision)
         early: Decision | None = None
         if self.local.acting and self.local.epoch is not None and not self.local.stopping:
             # The holder renews FIRST: a slow heartbeat or snapshot must not eat its trust window.
@@ -61,8 +66,8 @@ class Runtime:
             self.view, self.store_lost = None, True
         if self.view is not None and was_lost and not self.local.acting:
             # Back in touch with the database: everyone's heartbeats are as old as the outage. Give the
-            # previous holder an interval to renew before anybody is judged dead.
-            self.grace(self.keepalive_s)
+            # previous holder time to renew before anybody is judged dead.
+            self.grace(regain_grace_s(self.keepalive_s))
         decision = decide(self.view, self.local, self.clock.monotonic())
         if early is not None and early.action is Action.RENEW and decision.action is Action.RENEW:
             # Renewed at the start of this tick already; report what that renewal said.
@@ -89,6 +94,10 @@ class Runtime:
     def grace(self, seconds: float) -> None:
         """Judge nobody dead for ``seconds`` (after the database failed over)."""
         self.local = replace(self.local, grace_until=self.clock.monotonic() + seconds)
+
+    def set_db_alarm(self, alarm: str | None) -> None:
+        """Raise (text: why) or clear (None) the alarm under which this node writes to no database node."""
+        self.local = replace(self.local, db_alarm=alarm)
 
     # --- carrying a decision out -------------------------------------------------------------------
 

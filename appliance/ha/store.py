@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from appliance.errors import Unavailable
-from appliance.ha.model import ClusterView
-
-KEEPALIVE_RANGE_S = (1, 30)
+from appliance.errors import Conflict, Unavailable
+from appliance.ha.model import ClusterView, NodeIdentity, Registration
+from appliance.ha.settings import Setting
 
 
 class StoreUnavailable(Unavailable):
@@ -27,6 +26,11 @@ class NotRegistered(Unavailable):
 
 
 class HaStore(ABC):
+    def close(self) -> None:  # noqa: B027 (deliberately not abstract: a store may hold nothing to close)
+        """Let go of any connection; the store stays usable (the next call connects again)."""
+
+    # --- the HA loop -------------------------------------------------------------------------------
+
     @abstractmethod
     def heartbeat(self, node_id: str) -> None:
         """Record that ``node_id`` is alive: ``last_heartbeat = now()``, ``heartbeat_seq + 1``.
@@ -82,6 +86,64 @@ class HaStore(ABC):
         :raises NotRegistered: no such node.
         """
 
+    # --- settings ----------------------------------------------------------------------------------
+
     @abstractmethod
-    def set_setting(self, key: str, value: str) -> None:
-        """Write a cluster setting (``keepalive_interval_s``, ``maintenance``); validated by the caller."""
+    def set_setting(self, setting: Setting | str, value: str) -> None:
+        """Write a cluster setting (value checked with :meth:`Setting.check` first: ValueError).
+
+        One transaction. A new keepalive interval also records, atomically, the interval it replaced
+        and when (:func:`~appliance.ha.timing.previous_to_record`), so that liveness is judged by the
+        longer of the two while the change spreads. Listening agents are woken at commit.
+        """
+
+    @abstractmethod
+    def seed_settings(self, values: dict[Setting, str]) -> None:
+        """Give a cluster nobody runs on yet its first settings (at deployment): written as they are,
+        no change of interval recorded. Values checked as in :meth:`set_setting`."""
+
+    # --- membership --------------------------------------------------------------------------------
+
+    @abstractmethod
+    def register_node(self, me: NodeIdentity, *, role: str, product_version: str) -> Registration:
+        """Register (or re-register) ``me`` with ``role`` (``primary`` | ``standby``), in one transaction.
+
+        Lock order lease -> nodes (the same as :meth:`try_acquire`, so the two never deadlock). A primary
+        registration is refused while another registered primary is online (by the judged interval); a
+        dead one is demoted to standby. The primary takes the lease with a new epoch and the lease
+        lifetime of the current interval; a node re-joining as standby gives up a lease it held (the
+        epoch grows). A new node gets a random priority; a known one keeps its own. The node's address is
+        the one the store sees it connect from (none in memory).
+
+        :raises Conflict: another primary is online, or another node has this hardware id.
+        """
+
+    @abstractmethod
+    def undo_registration(self, me: NodeIdentity, done: Registration) -> None:
+        """Put the registry back as it was before ``done`` (one transaction). The epoch only ever grows:
+        putting the previous holder back is a new epoch."""
+
+    @abstractmethod
+    def unregister_node(self, node_id: str) -> None:
+        """Remove ``node_id`` from the registry (one transaction); a lease it holds is freed with a new
+        epoch, and a handover naming it is withdrawn. :raises NotRegistered: no such node."""
+
+
+def twin_conflict(name: str, node_id: str, hardware_id: str) -> Conflict:
+    """The refusal when another registered node has this node's hardware id (both stores raise it)."""
+    return Conflict(
+        f"node {name} ({node_id}) is registered with this node's hardware id {hardware_id}",
+        hint="remove the stale registration first (it is this machine, initialised again)",
+    )
+
+
+def live_primary_conflict(name: str, heartbeat_age_s: float | None) -> Conflict:
+    """The refusal of a primary registration while another primary is online (both stores raise it)."""
+    return Conflict(
+        f"node {name} is already the live primary of this cluster (heard from {heartbeat_age_s or 0:.0f} s ago)",
+        hint="join this node with --is_secondary_node, or stop the other primary first",
+    )
+
+
+def not_registered(node_id: str) -> NotRegistered:
+    return NotRegistered(f"node {node_id} is not registered in the cluster")

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.errors import ApplianceError, CommandFailed, ExitStatus, NotConfigured, UsageError
+from appliance.ha.timing import KEEPALIVE_RANGE_S
 from appliance.sandbox.nodeconfig import node_config_text
 from appliance.sandbox.postgres import Postgres, free_port
 
@@ -62,13 +63,13 @@ def save(base: Path, doc: dict[str, Any]) -> None:
     write_atomic(manifest_path(base), json.dumps(doc, indent=2) + "\n", mode=0o600)  # it holds passwords
 
 
-def node_config(base: Path, name: str, pg_port: int) -> str:
+def node_config(base: Path, name: str, pg_port: int, keepalive: int) -> str:
     home = base / name
     demo = [sys.executable, "-m", "appliance.ha.demo_service", str(base / "demo.log")]
     return node_config_text(
         name=name, hardware_id=f"SANDBOX-{name}-{secrets.token_hex(4)}", state_dir=home / "state",
         local_port=pg_port, admin_user="postgres", admin_password_file=home / "admin-pw",
-        services=[("demo", demo, ["primary"])],
+        services=[("demo", demo, ["primary"])], ha={"keepalive_interval_s": keepalive},
         header=f"Written by appliance-sandbox for {name}; see appliance/data/appliance.toml for every key.",
     )
 
@@ -146,6 +147,8 @@ def up(base: Path, nodes: int, cluster: bool, keepalive: int) -> int:
         return status(base)
     if nodes < 1 or nodes > 9:
         raise UsageError("--nodes must be from 1 to 9")
+    if not KEEPALIVE_RANGE_S[0] <= keepalive <= KEEPALIVE_RANGE_S[1]:
+        raise UsageError(f"--keepalive must be from {KEEPALIVE_RANGE_S[0]} to {KEEPALIVE_RANGE_S[1]} s")
     base.mkdir(parents=True, exist_ok=True, mode=0o755)
     os.chmod(base, 0o755)  # PostgreSQL runs as another user when we are root: it must reach its dirs
     remote_pw, dba_pw = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
@@ -175,14 +178,15 @@ def up(base: Path, nodes: int, cluster: bool, keepalive: int) -> int:
         pg.init(admin_pw)
         pg.start()
         _secret_file(home / "admin-pw", admin_pw)
-        (home / "appliance.toml").write_text(node_config(base, name, pg.port))
+        # The cluster's interval comes from node1's configuration when its redirect deploys the schema.
+        (home / "appliance.toml").write_text(node_config(base, name, pg.port, keepalive))
         config = load_config(home / "appliance.toml")
         initialise(config, clock=SystemClock(), say=_prefixed(name))
         doc["nodes"].append({"name": name, "config": str(home / "appliance.toml"), "pg_port": pg.port})
         save(base, doc)
         start_agent(base, name)
     if cluster:
-        _form_cluster(base, doc, keepalive)
+        _form_cluster(base, doc)
         _wait_settled(base, doc, keepalive)
     say(f"up: {nodes} node(s); remote database {REMOTE_USER}@127.0.0.1:{remote.port}/{REMOTE_DB}; "
         f"details (with the password) in {manifest_path(base)}")
@@ -193,7 +197,7 @@ def _prefixed(name: str) -> Callable[[str], None]:
     return lambda text: say(f"{name}: {text}")
 
 
-def _form_cluster(base: Path, doc: dict[str, Any], keepalive: int) -> None:
+def _form_cluster(base: Path, doc: dict[str, Any]) -> None:
     remote = doc["remote"]
     for index, node in enumerate(doc["nodes"]):
         role = "--is_primary_node" if index == 0 else "--is_secondary_node"
@@ -205,8 +209,6 @@ def _form_cluster(base: Path, doc: dict[str, Any], keepalive: int) -> None:
                               env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, check=False)
         if done.returncode != 0:
             raise CommandFailed(f"redirect of {node['name']} failed: {done.stderr.strip()}")
-        if index == 0 and keepalive != 10:
-            _set_keepalive(remote, keepalive)
 
 
 def _wait_settled(base: Path, doc: dict[str, Any], keepalive: int, timeout_s: float = 30.0) -> None:
@@ -224,18 +226,6 @@ def _wait_settled(base: Path, doc: dict[str, Any], keepalive: int, timeout_s: fl
         time.sleep(0.1)
     if pending:
         say(f"warning: {', '.join(pending)} not settled after {timeout_s:g} s; see their agent.log")
-
-
-def _set_keepalive(remote: dict[str, Any], keepalive: int) -> None:
-    """Set the interval before other nodes join, directly (no transition grace is needed yet)."""
-    from appliance.db.connect import DbTarget, Timeouts, connect
-
-    target = DbTarget((remote["host"],), (remote["port"],), remote["user"], remote["password"], remote["dbname"],
-                      "disable")
-    with connect(target, application_name="appliance-sandbox", timeouts=Timeouts(), autocommit=True) as conn:
-        conn.execute("UPDATE appliance.cluster_settings SET value = %s WHERE key = 'keepalive_interval_s'",
-                     (str(keepalive),))
-        conn.execute("SELECT pg_notify('appliance_ha_appliance', '')")
 
 
 def status(base: Path) -> int:
@@ -315,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     p_up = sub.add_parser("up", help="create (or resume) the sandbox and start it")
     p_up.add_argument("--nodes", type=int, default=2)
     p_up.add_argument("--cluster", action="store_true", help="also redirect the nodes into one cluster")
-    p_up.add_argument("--keepalive", type=int, default=10, help="cluster keepalive interval with --cluster (s)")
+    p_up.add_argument("--keepalive", type=int, default=10,
+                      help="keepalive interval of the cluster (and of each node's own database), 1-30 s")
     for name in ("status", "down"):
         sub.add_parser(name)
     for name in ("shell", "kill", "start"):

@@ -24,9 +24,11 @@ def node_config_text(
     local_db: str = "appliance",
     local_user: str = "appliance",
     database: Mapping[str, int] | None = None,
+    ha: Mapping[str, int | float] | None = None,
     header: str = "",
 ) -> str:
-    """TOML for one node; ``services`` are ``(name, argv, roles)``; ``database`` overrides [database] keys."""
+    """TOML for one node; ``services`` are ``(name, argv, roles)``; ``database`` and ``ha`` override keys
+    of those sections."""
     lines = [f"# {header}" if header else "# A node of a multi-node setup on one machine.",
              "[node]", f'default_hostname = "{name}"', f'hardware_id = "{hardware_id}"',
              "[paths]", f'state_dir = "{state_dir}"',
@@ -36,6 +38,8 @@ def node_config_text(
              f'user = "{local_user}"', f'admin_user = "{admin_user}"', f'admin_password_file = "{admin_password_file}"']
     if database:
         lines += ["[database]", *(f"{key} = {value}" for key, value in database.items())]
+    if ha:
+        lines += ["[ha]", *(f"{key} = {value}" for key, value in ha.items())]
     lines += ["[services]", 'backend = "process"', "stop_timeout_s = 5"]
     for service, argv, roles in services:
         lines += ["[[services.process]]", f'name = "{service}"', f"command = {json.dumps(list(argv))}",

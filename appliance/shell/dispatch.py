@@ -92,9 +92,11 @@ class Dispatcher:
         args = type(args)(values, args.given)
         if spec.preflight is not None:
             preview = spec.preflight(self.ctx, args)
-            if preview:
-                self.ctx.env.stdout.write(preview.rstrip("\n") + "\n")
-                self.ctx.env.stdout.flush()
+            if preview is not None:
+                if preview.text:
+                    self.ctx.env.stdout.write(preview.text.rstrip("\n") + "\n")
+                    self.ctx.env.stdout.flush()
+                args = type(args)(values, args.given, prepared=preview.prepared)
         if spec.confirm and not args.get("yes"):
             self._confirm(spec.name)
         outcome = spec.handler(self.ctx, args)

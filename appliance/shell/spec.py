@@ -21,9 +21,21 @@ if TYPE_CHECKING:
     from appliance.shell.result import Outcome
 
 Handler = Callable[["Context", "Args"], "Outcome"]
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What a pre-flight found: ``text`` to show above the confirmation question (None: nothing), and
+    what it ``prepared`` for the handler (a plan), which the handler gets as ``args.prepared`` so that
+    nothing is checked twice."""
+
+    text: str | None
+    prepared: Any = None
+
+
 # Runs before the confirmation question without changing anything (checks, a summary of what will
-# happen); raises to stop, returns text to show above the question.
-Preflight = Callable[["Context", "Args"], "str | None"]
+# happen); raises to stop.
+Preflight = Callable[["Context", "Args"], "Preview | None"]
 
 
 @dataclass(frozen=True)
@@ -131,9 +143,10 @@ class CommandSpec:
 class Args(Mapping[str, Any]):
     """The parsed, typed values of one command line; absent optional flags hold their default."""
 
-    def __init__(self, values: Mapping[str, Any], given: Iterable[str]) -> None:
+    def __init__(self, values: Mapping[str, Any], given: Iterable[str], prepared: Any = None) -> None:
         self._values = dict(values)
         self.given = frozenset(given)
+        self.prepared = prepared  # what the command's pre-flight prepared (see Preview), if it has one
 
     def __getitem__(self, key: str) -> Any:
         return self._values[key]

@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 from psycopg import sql
 
-from appliance.db import cluster as C
 from appliance.db import schema as S
 from appliance.db.connect import DbTarget, Timeouts
-from appliance.ha.pgstore import PgStore, ha_timeouts
+from appliance.ha.model import NodeIdentity
+from appliance.ha.pgstore import PgStore
 from appliance.ha.store import StoreUnavailable
-from appliance.node import NodeIdentity
+from appliance.ha.timing import ha_timeouts
 
 SCHEMA = "appliance"
 FAST = Timeouts(connect_timeout=2, statement_timeout=3, lock_timeout=1, idle_in_transaction_session_timeout=5,
@@ -230,13 +230,16 @@ def test_a_locked_node_row_makes_the_heartbeat_fail_fast(db: Db) -> None:
 
 
 def test_register_then_lease_moves_with_roles(db: Db) -> None:
-    """The registry written by appliance.db.cluster.register and the store agree on lease and roles."""
+    """The registry written by the store's registration (inside a caller's transaction, as redirect does it)
+    and the store's HA loop agree on lease and roles."""
     a_id, b_id = NodeIdentity(str(uuid.uuid4()), "hw-a", "node-a"), NodeIdentity(str(uuid.uuid4()), "hw-b", "node-b")
     with db.cluster.connect(dbname=db.dbname, user=db.user, password=db.password, tcp=True) as conn:
         with conn.transaction():
-            C.register(conn, SCHEMA, a_id, role="primary", product_version="0.0.0")
+            PgStore.on_connection(conn, db.target(), SCHEMA).register_node(a_id, role="primary",
+                                                                             product_version="0.0.0")
         with conn.transaction():
-            C.register(conn, SCHEMA, b_id, role="standby", product_version="0.0.0")
+            PgStore.on_connection(conn, db.target(), SCHEMA).register_node(b_id, role="standby",
+                                                                             product_version="0.0.0")
     store = db.store()
     view = store.snapshot()
     assert (view.lease.holder, view.lease.epoch, view.lease.expired) == (a_id.node_id, 1, False)

@@ -19,8 +19,10 @@ from typing import Any
 import pytest
 
 from appliance.clock import FakeClock
+from appliance.errors import Conflict
 from appliance.ha.memstore import InMemoryStore
-from appliance.ha.model import ClusterView
+from appliance.ha.model import ClusterView, NodeIdentity
+from appliance.ha.settings import Setting
 from appliance.ha.store import HaStore, NotRegistered
 
 KEEPALIVE_S = 1.0
@@ -502,3 +504,105 @@ def test_other_settings_do_not_start_a_keepalive_transition(backend: Backend) ->
     backend.store.set_setting("maintenance", "on")
     view = backend.store.snapshot()
     assert (view.keepalive_s, view.judge_keepalive_s) == (KEEPALIVE_S, KEEPALIVE_S)
+
+
+# --- settings: validation and seeding -------------------------------------------------------------------
+
+
+def test_a_bad_setting_value_or_key_is_refused_and_nothing_changes(backend: Backend) -> None:
+    for key, value in (("keepalive_interval_s", "0"), ("keepalive_interval_s", "soon"),
+                       ("keepalive_interval_s", "nan"), ("maintenance", "maybe"), ("no_such_setting", "1")):
+        with pytest.raises(ValueError):
+            backend.store.set_setting(key, value)
+    view = backend.store.snapshot()
+    assert (view.keepalive_s, view.maintenance) == (KEEPALIVE_S, False)
+
+
+def test_seeded_settings_start_no_keepalive_transition(backend: Backend) -> None:
+    backend.store.set_setting("keepalive_interval_s", "3")  # a change: judged by the longer one for a while
+    backend.store.seed_settings({Setting.KEEPALIVE: "0.5", Setting.MAINTENANCE: "on"})
+    view = backend.store.snapshot()
+    assert (view.keepalive_s, view.judge_keepalive_s, view.maintenance) == (0.5, 0.5, True)
+
+
+# --- membership -------------------------------------------------------------------------------------------
+
+
+def _identity(name: str) -> NodeIdentity:
+    return NodeIdentity(str(uuid.uuid4()), f"hw-{name}-{uuid.uuid4().hex[:6]}", name)
+
+
+def test_a_primary_registers_with_the_lease_and_a_standby_without(backend: Backend) -> None:
+    a, b = _identity("node-a"), _identity("node-b")
+    done_a = backend.store.register_node(a, role="primary", product_version="0.0.0")
+    done_b = backend.store.register_node(b, role="standby", product_version="0.0.0")
+    assert done_a.previous is None and done_a.demoted is None
+    assert (done_a.lease_before.holder, done_a.lease_after.holder, done_a.lease_after.epoch) == (None, a.node_id, 1)
+    assert done_a.keepalive_s == KEEPALIVE_S
+    assert done_b.lease_after.holder == a.node_id  # a standby leaves the lease alone
+    view = backend.store.snapshot()
+    assert {n.name: n.role for n in view.nodes} == {"node-a": "primary", "node-b": "standby"}
+    assert view.holder() is not None and view.holder().node_id == a.node_id  # type: ignore[union-attr]
+    assert backend.remains(view.lease.remaining_s, 2 * KEEPALIVE_S)  # the lease lifetime of the interval
+    assert all(1 <= n.priority <= 1_000_000 and backend.close_to(n.heartbeat_age_s, 0.0) for n in view.nodes)
+
+
+def test_a_second_live_primary_is_refused_a_dead_one_is_demoted(backend: Backend) -> None:
+    a, b = _identity("node-a"), _identity("node-b")
+    backend.store.register_node(a, role="primary", product_version="0.0.0")
+    with pytest.raises(Conflict, match="node-a is already the live primary"):
+        backend.store.register_node(b, role="primary", product_version="0.0.0")
+    assert backend.store.snapshot().node(b.node_id) is None  # the refusal registered nothing
+    backend.advance(2 * KEEPALIVE_S + 0.2)  # node-a falls silent: offline, lease expired
+    done = backend.store.register_node(b, role="primary", product_version="0.0.0")
+    assert done.demoted is not None and done.demoted.node_id == a.node_id
+    view = backend.store.snapshot()
+    assert {n.name: n.role for n in view.nodes} == {"node-a": "standby", "node-b": "primary"}
+    assert (view.lease.holder, view.lease.epoch) == (b.node_id, 2)
+
+
+def test_a_twin_hardware_id_is_refused(backend: Backend) -> None:
+    a = _identity("node-a")
+    backend.store.register_node(a, role="standby", product_version="0.0.0")
+    twin = NodeIdentity(str(uuid.uuid4()), a.hardware_id, "node-a2")
+    with pytest.raises(Conflict, match="hardware id"):
+        backend.store.register_node(twin, role="standby", product_version="0.0.0")
+
+
+def test_reregistering_keeps_the_priority_and_a_standby_gives_up_its_lease(backend: Backend) -> None:
+    a = _identity("node-a")
+    backend.store.register_node(a, role="primary", product_version="0.0.0")
+    priority = backend.store.snapshot().node(a.node_id).priority  # type: ignore[union-attr]
+    done = backend.store.register_node(a, role="standby", product_version="0.0.0")
+    assert done.previous is not None and done.previous.role == "primary"
+    view = backend.store.snapshot()
+    assert view.node(a.node_id).priority == priority  # type: ignore[union-attr]
+    assert (view.lease.holder, view.lease.epoch) == (None, 2)  # the fencing token grew
+
+
+def test_undoing_a_registration_puts_everything_back(backend: Backend) -> None:
+    a, b = _identity("node-a"), _identity("node-b")
+    backend.store.register_node(a, role="primary", product_version="0.0.0")
+    backend.advance(2 * KEEPALIVE_S + 0.2)
+    done = backend.store.register_node(b, role="primary", product_version="0.0.0")
+    backend.store.undo_registration(b, done)
+    view = backend.store.snapshot()
+    assert {n.name: n.role for n in view.nodes} == {"node-a": "primary"}
+    assert view.lease.holder == a.node_id and view.lease.epoch == 3  # the epoch only ever grows
+    # Undoing a re-registration restores the row as it was.
+    again = backend.store.register_node(a, role="standby", product_version="0.0.0")
+    backend.store.undo_registration(a, again)
+    assert backend.store.snapshot().node(a.node_id).role == "primary"  # type: ignore[union-attr]
+
+
+def test_unregistering_frees_the_lease_with_a_new_epoch(backend: Backend) -> None:
+    a, b = _identity("node-a"), _identity("node-b")
+    backend.store.register_node(a, role="primary", product_version="0.0.0")
+    backend.store.register_node(b, role="standby", product_version="0.0.0")
+    backend.store.request_handover(a.node_id)
+    backend.store.unregister_node(a.node_id)
+    view = backend.store.snapshot()
+    assert [n.name for n in view.nodes] == ["node-b"]
+    assert (view.lease.holder, view.lease.epoch, view.lease.handover_to, view.lease.expired) == (None, 2, None, True)
+    with pytest.raises(NotRegistered):
+        backend.store.unregister_node(a.node_id)

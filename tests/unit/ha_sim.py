@@ -49,8 +49,9 @@ from typing import Any
 
 from appliance.clock import Clock
 from appliance.ha.memstore import InMemoryStore
-from appliance.ha.model import Action, ClusterView, Decision
+from appliance.ha.model import Action, ClusterView, Decision, NodeIdentity, Registration
 from appliance.ha.runtime import Runtime
+from appliance.ha.settings import Setting
 from appliance.ha.store import HaStore, NotRegistered, StoreUnavailable
 from appliance.services import ServiceManager
 
@@ -243,6 +244,20 @@ class NodeStore(HaStore):
 
     def rename(self, node_id: str, name: str) -> None:
         self._call(self.sim.store.rename, node_id, name)
+
+    def seed_settings(self, values: dict[Setting, str]) -> None:
+        self._call(self.sim.store.seed_settings, values)
+
+    def register_node(self, me: NodeIdentity, *, role: str, product_version: str) -> Registration:
+        done: Registration = self._call(
+            lambda: self.sim.store.register_node(me, role=role, product_version=product_version))
+        return done
+
+    def undo_registration(self, me: NodeIdentity, done: Registration) -> None:
+        self._call(self.sim.store.undo_registration, me, done)
+
+    def unregister_node(self, node_id: str) -> None:
+        self._call(self.sim.store.unregister_node, node_id)
 
 
 # --- one in-flight tick ------------------------------------------------------------------------------------

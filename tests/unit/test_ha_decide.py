@@ -15,8 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from appliance.ha.decide import WAKE_SLACK_S, decide, lease_ttl_s, status_of, trust_s
+from appliance.ha.decide import decide
 from appliance.ha.model import Action, ClusterView, Decision, Lease, Local, NodeState, NodeStatus
+from appliance.ha.status import status_of
+from appliance.ha.timing import WAKE_SLACK_S, lease_ttl_s, trust_s
 
 KA = 10.0  # keepalive interval of the hand-built views
 NOW = 5000.0  # the deciding node's monotonic clock

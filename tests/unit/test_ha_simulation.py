@@ -37,8 +37,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from appliance.ha.decide import WAKE_SLACK_S, status_of
 from appliance.ha.model import NodeStatus
+from appliance.ha.status import status_of
+from appliance.ha.timing import WAKE_SLACK_S
 from tests.unit.ha_sim import BREAKABLE, FAULT_KINDS, MIN_WAKE_S, Fault, HotLoop, Sim, apply, new_sim
 
 I = 10.0  # noqa: E741 - the keepalive interval, as the design calls it

@@ -1,0 +1,41 @@
+"""The cluster-wide settings every node follows, with the rule each value must meet.
+
+Settings live in the store (``cluster_settings`` in PostgreSQL) as text; the stores check a value with
+:meth:`Setting.check` before writing it, so a bad value can never reach the other nodes. The shell's
+commands apply their own, narrower ranges (``ha set keepalive-interval`` takes 1-30 whole seconds);
+the store accepts any positive interval, which the tests use to run fast.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+
+
+class Setting(enum.StrEnum):
+    KEEPALIVE = "keepalive_interval_s"  # seconds between heartbeats/renewals (I)
+    MAINTENANCE = "maintenance"  # on: automatic failover paused cluster-wide
+    DB_CHECK = "db_check_interval_s"  # seconds between probes of every configured database host
+
+    def check(self, value: str) -> str:
+        """``value`` if it is valid for this setting. :raises ValueError: with a short reason."""
+        if self is Setting.MAINTENANCE:
+            if value not in ("on", "off"):
+                raise ValueError(f"{self.value} must be 'on' or 'off', not {value[:20]!r}")
+            return value
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = math.nan
+        if not (seconds > 0 and math.isfinite(seconds)):
+            raise ValueError(f"{self.value} must be a positive number of seconds, not {value[:20]!r}")
+        return value
+
+
+def setting(key: Setting | str) -> Setting:
+    """The setting named ``key``. :raises ValueError: not a cluster setting."""
+    try:
+        return Setting(key)
+    except ValueError:
+        known = ", ".join(s.value for s in Setting)
+        raise ValueError(f"unknown cluster setting {str(key)[:40]!r} (known: {known})") from None
