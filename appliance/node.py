@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,6 +63,8 @@ def identity(config: Config) -> NodeIdentity:
 
     :raises NotConfigured: the node was never initialised.
     """
+    import uuid  # deferred: it loads platform & co, and the shell's start-up imports this module
+
     from appliance.hostname import backend_for
     from appliance.identity import hardware_id
 

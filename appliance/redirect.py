@@ -19,8 +19,7 @@ and what to do.
 
 from __future__ import annotations
 
-import shutil
-import signal
+import os
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -120,8 +119,8 @@ def preflight(config: Config, request: Request) -> Plan:
     me = identity(config)
     origin, active = read_targets(config)
     Keyring(config.key_dir).load_current()
-    free_mb = shutil.disk_usage(config.credentials_dir if config.credentials_dir.exists()
-                                else config.paths.state_dir).free // (1024 * 1024)
+    disk = os.statvfs(config.credentials_dir if config.credentials_dir.exists() else config.paths.state_dir)
+    free_mb = disk.f_bavail * disk.f_frsize // (1024 * 1024)
     if free_mb < config.database.min_free_disk_mb:
         raise NotConfigured(f"only {free_mb} MiB free under {config.paths.state_dir} "
                             f"(need {config.database.min_free_disk_mb} MiB for the credentials)",
@@ -406,6 +405,8 @@ def _rollback(
     failures: list[str] = []
     done: list[str] = []
     # Ctrl-C is ignored while the node is being put back: a half-done rollback is worse than a wait.
+    import signal  # deferred: the shell's start-up imports this module, a rollback is rare
+
     with sigint_handled(signal.SIG_IGN):
         for what, action in reversed(journal.undo):
             try:

@@ -14,17 +14,26 @@ Every wait is bounded.
 from __future__ import annotations
 
 import os
-import signal
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from appliance.clock import Clock, SystemClock
 from appliance.config import Config, ProcessService
 from appliance.errors import CommandFailed
 
+if TYPE_CHECKING:
+    import signal
+
 ROLES = ("primary", "standby")
-_RESET_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGHUP,
-                  signal.SIGTERM, signal.SIGPIPE)
+
+
+def _reset_signals() -> tuple[signal.Signals, ...]:
+    """The signals a service gets back at their defaults (the shell ignores some of them)."""
+    import signal  # deferred: the shell's start-up imports this module; services start rarely
+
+    return (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGHUP,
+            signal.SIGTERM, signal.SIGPIPE)
 
 
 class ServiceManager(ABC):
@@ -106,7 +115,7 @@ class ProcessServices(ServiceManager):
                     (os.POSIX_SPAWN_DUP2, 1, 2),
                 ],
                 setsid=True,
-                setsigdef=_RESET_SIGNALS,
+                setsigdef=_reset_signals(),
                 setsigmask=(),
             )
             _write_pid(self._pidfile(service), pid)
@@ -121,6 +130,8 @@ class ProcessServices(ServiceManager):
         if pid is None:
             self._pidfile(service).unlink(missing_ok=True)
             return False
+        import signal
+
         _signal(pid, signal.SIGTERM)
         deadline = self.clock.monotonic() + self.stop_timeout_s
         while _alive(pid) and self.clock.monotonic() < deadline:

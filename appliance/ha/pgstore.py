@@ -26,10 +26,6 @@ path). The SQL is in :mod:`appliance.ha.pgsql`.
 from __future__ import annotations
 
 import contextlib
-import random
-import selectors
-import threading
-import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, LiteralString, TypeVar
@@ -63,6 +59,8 @@ from appliance.ha.timing import (
 )
 
 if TYPE_CHECKING:
+    import uuid
+
     import psycopg
     from psycopg import sql
 
@@ -75,6 +73,8 @@ ADMIN_STATES = ("active", "stopped")
 
 def _uuid(value: str | None) -> uuid.UUID | None:
     """``value`` as a UUID, or None when it is not one (node ids are UUIDs in the schema)."""
+    import uuid  # deferred, like threading/selectors/random below: the shell's start-up imports this module
+
     if value is None:
         return None
     try:
@@ -118,6 +118,8 @@ class PgStore(HaStore):
         self._schema = schema
         self._application_name = application_name
         self._timeouts = timeouts or ha_timeouts()
+        import threading
+
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._server: DbTarget = target  # narrowed to the host in use once connected, for messages
@@ -217,6 +219,8 @@ class PgStore(HaStore):
 
         if conn.closed or conn.broken or conn.info.transaction_status != pq.TransactionStatus.IDLE:
             return False
+        import selectors
+
         try:
             with selectors.DefaultSelector() as selector:
                 selector.register(conn.fileno(), selectors.EVENT_READ)
@@ -525,7 +529,7 @@ class PgStore(HaStore):
                         demoted = other
                 addresses = tuple(str(r[0]) for r in conn.execute(self._q(Q.NODE_ADDRESSES), (nid,)).fetchall())
                 # Priority is random at first registration (ties: node id); a known node keeps its own.
-                priority = previous.priority if previous is not None else random.randint(1, 1_000_000)
+                priority = previous.priority if previous is not None else _random_priority()
                 conn.execute(self._q(Q.UPSERT_NODE), (nid, me.hardware_id, me.name, priority, role, product_version))
                 conn.execute(self._q(Q.DELETE_ADDRESSES), (nid,))
                 conn.execute(self._q(Q.RECORD_CLIENT_ADDRESS), (nid,))
@@ -597,3 +601,9 @@ def _lease_record(row: tuple[Any, ...] | None) -> LeaseRecord:
 def _registered_node(row: tuple[Any, ...]) -> RegisteredNode:
     return RegisteredNode(str(row[0]), str(row[1]), str(row[2]), int(row[3]), str(row[4]), str(row[5]),
                           None if row[6] is None else float(row[6]))
+
+
+def _random_priority() -> int:
+    import random
+
+    return random.randint(1, 1_000_000)
