@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from appliance import __version__
+from appliance import __version__, credentials
 from appliance.clock import Clock
 from appliance.config import Config
 from appliance.errors import NotConfigured
@@ -82,15 +82,12 @@ def initialise(config: Config, *, clock: Clock, say: Callable[[str], None]) -> b
     from appliance.db.cluster import nodes, register
     from appliance.db.connect import DbTarget, Timeouts, connect
     from appliance.identity import hardware_id
-    from appliance.secrets import CredentialMissing, Keyring
+    from appliance.secrets import CredentialMissing
 
     changed = False
     state_dir = config.paths.state_dir
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-    keyring = Keyring(config.key_dir)
-    had_key = bool(keyring.key_ids()) if config.key_dir.exists() else False
-    keyring.create()
-    if not had_key:
+    if credentials.backend_for(config).initialise():
         say("created the master key")
         changed = True
     if _write_once(state_dir / "hardware-id", config.node.hardware_id or hardware_id(state_dir), 0o644):

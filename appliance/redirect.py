@@ -19,7 +19,7 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from appliance import __version__
+from appliance import __version__, credentials
 from appliance.clock import Clock
 from appliance.config import Config
 from appliance.errors import ApplianceError, CommandFailed, Conflict, NotConfigured, UsageError
@@ -101,7 +101,6 @@ def preflight(config: Config, request: Request) -> Plan:
     """
     from appliance.db import schema as S
     from appliance.db.connect import DbTarget, connect
-    from appliance.secrets import Keyring
 
     if len(request.ports) not in (1, len(request.hosts)):
         raise UsageError(f"--db_port lists {len(request.ports)} ports for {len(request.hosts)} hosts",
@@ -113,7 +112,7 @@ def preflight(config: Config, request: Request) -> Plan:
                          hint="list each database server once (the same host may appear with different ports)")
     me = identity(config)
     origin, active = read_targets(config)
-    Keyring(config.key_dir).load_current()
+    credentials.backend_for(config).check_ready()
     free_mb = shutil.disk_usage(config.credentials_dir if config.credentials_dir.exists()
                                 else config.paths.state_dir).free // (1024 * 1024)
     if free_mb < config.database.min_free_disk_mb:
