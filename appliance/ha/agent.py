@@ -23,6 +23,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from appliance import credentials
 from appliance.clock import Clock, SystemClock
 from appliance.config import Config, config_path, load_config
 from appliance.errors import ApplianceError, ExitStatus
@@ -64,14 +65,6 @@ def notify(message: str) -> None:
         logger.warning("cannot notify systemd: %s", exc.strerror)
 
 
-def credentials_generation(config: Config) -> str | None:
-    """Which credential set is current (changes when ``redirect`` switches the node)."""
-    try:
-        return os.readlink(config.credentials_dir / "current")
-    except OSError:
-        return None
-
-
 class Agent:
     def __init__(self, config: Config, clock: Clock) -> None:
         self.config = config
@@ -80,7 +73,8 @@ class Agent:
         self.stopping = False
         self.reload_requested = False
         self.runtime: Runtime | None = None
-        self.generation: str | None = None
+        self.creds = credentials.backend_for(config)
+        self.generation: str | None = None  # of the credential set in use (a redirect writes a new one)
         self.last: tuple[Action, str] | None = None
         self.target: DbTarget | None = None
         self.next_db_check = 0.0
@@ -96,6 +90,7 @@ class Agent:
         from appliance.node import identity, read_targets
         from appliance.services import manager_for
 
+        self.creds = credentials.backend_for(self.config)  # the configuration may have been reloaded
         me = identity(self.config)
         _origin, active = read_targets(self.config)
         if active.target != self.target:
@@ -104,7 +99,7 @@ class Agent:
             self.writer, self.next_db_check = None, 0.0
         self.target = active.target
         previous, previous_generation = self.runtime, self.generation
-        self.generation = credentials_generation(self.config)
+        self.generation = self.creds.generation()
         store = PgStore(active.target, active.schema, application_name=f"appliance-agent:{me.name}"[:63],
                         timeouts=agent_timeouts())
         fence = FileFence(fence_path(self.config.paths.state_dir))
@@ -143,7 +138,7 @@ class Agent:
                     self.listener.close()
                 notify("STOPPING=1")
                 return ExitStatus.OK
-            if self.reload_requested or credentials_generation(self.config) != self.generation:
+            if self.reload_requested or self.creds.changed_since(self.generation):
                 self._reload()
             if self.clock.monotonic() >= self.next_db_check:
                 self._check_db_nodes()
@@ -164,7 +159,7 @@ class Agent:
             if self.listener is not None:
                 # A redirect switches the credential set: follow it within a tenth of a second.
                 self.listener.wait(max(0.0, wait), self.wake,
-                                   changed=lambda: credentials_generation(self.config) != self.generation)
+                                   changed=lambda: self.creds.changed_since(self.generation))
             else:
                 self.wake.wait(max(0.0, wait))
             self.wake.clear()
