@@ -106,6 +106,7 @@ class LocalDbConfig:
 
 @dataclass(frozen=True)
 class CredentialsConfig:
+    backend: str = "file"
     dir: Path | None = None
     key_dir: Path | None = None
     services: tuple[str, ...] = ("agent", "shell")
@@ -335,6 +336,7 @@ def _checks(base: Path) -> dict[str, dict[str, _Check]]:
             "admin_password_file": opt_path,
         },
         "credentials": {
+            "backend": _choice("file"),
             "dir": opt_path,
             "key_dir": opt_path,
             "services": _name_list(r"[a-z][a-z0-9_-]{0,31}", "service names (lower-case letters, digits, - or _)"),

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from appliance import __version__
+from appliance import __version__, credentials
 from appliance.clock import Clock
 from appliance.config import Config
 from appliance.db import schema as S
@@ -76,15 +76,12 @@ def initialise(config: Config, *, clock: Clock, say: Callable[[str], None]) -> b
 
     :raises ApplianceError: with what failed and what to do; a re-run continues where it stopped.
     """
-    from appliance.secrets import CredentialMissing, Keyring  # deferred: loads cryptography
+    from appliance.secrets import CredentialMissing  # deferred: loads cryptography
 
     changed = False
     state_dir = config.paths.state_dir
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-    keyring = Keyring(config.key_dir)
-    had_key = bool(keyring.key_ids()) if config.key_dir.exists() else False
-    keyring.create()
-    if not had_key:
+    if credentials.backend_for(config).initialise():
         say("created the master key")
         changed = True
     if _write_once(state_dir / "hardware-id", config.node.hardware_id or hardware_id(state_dir), 0o644):

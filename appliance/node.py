@@ -2,7 +2,7 @@
 
 * ``<state_dir>/node-id``: a UUID made at initialisation; the node's key in the cluster registry.
 * ``<state_dir>/hardware-id``: the stable hardware id (see :mod:`appliance.identity`).
-* The encrypted credential set (:mod:`appliance.secrets`): ``origin`` (the node's own PostgreSQL) and
+* The encrypted credential set (:mod:`appliance.credentials`): ``origin`` (the node's own PostgreSQL) and
   one file per consuming service holding the *active* target: where the node's data lives now,
   the schema, the cluster id and the role it registered with. Writing that set is the single,
   atomic switch of "which database and which role"; nothing else records it.
@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from appliance import credentials
 from appliance.config import Config
 from appliance.errors import NotConfigured
 from appliance.ha.model import NodeIdentity
 
 if TYPE_CHECKING:
     from appliance.db.connect import DbTarget
-    from appliance.secrets import CredentialStore
 
 ORIGIN = "origin"
 
@@ -78,18 +78,12 @@ def identity(config: Config) -> NodeIdentity:
     return NodeIdentity(node_id, hardware_id(config.paths.state_dir), backend_for(config).get())
 
 
-def credential_store(config: Config) -> CredentialStore:
-    from appliance.secrets import CredentialStore, Keyring
-
-    return CredentialStore(config.credentials_dir, Keyring(config.key_dir))
-
-
 def read_targets(config: Config) -> tuple[ActiveTarget, ActiveTarget]:
     """The origin (local DB) and the active target, both from one generation of the credential set.
 
     :raises CredentialError: missing, unreadable or tampered credentials (never a fallback).
     """
-    everything = credential_store(config).read_all()
+    everything = credentials.backend_for(config).read_set()
     try:
         origin = everything[ORIGIN]
         active = everything[config.credentials.services[0]]
@@ -105,14 +99,4 @@ def write_targets(config: Config, origin: ActiveTarget, active: ActiveTarget) ->
     creds = {ORIGIN: origin.payload()}
     for service in config.credentials.services:
         creds[service] = active.payload()
-    credential_store(config).write_set(creds)
-
-
-def credentials_generation(config: Config) -> str | None:
-    """Which credential set is current (changes when ``redirect`` switches the node)."""
-    import os
-
-    try:
-        return os.readlink(config.credentials_dir / "current")
-    except OSError:
-        return None
+    credentials.backend_for(config).write_set(creds)

@@ -24,7 +24,7 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from appliance import __version__
+from appliance import __version__, credentials
 from appliance.clock import Clock
 from appliance.config import Config
 from appliance.db import schema as S
@@ -114,11 +114,9 @@ def preflight(config: Config, request: Request) -> Plan:
     if len(set(pairs)) != len(pairs):
         raise UsageError("--db_host/--db_port name the same server twice",
                          hint="list each database server once (the same host may appear with different ports)")
-    from appliance.secrets import Keyring  # deferred: loads cryptography, which the shell's start-up avoids
-
     me = identity(config)
     origin, active = read_targets(config)
-    Keyring(config.key_dir).load_current()
+    credentials.backend_for(config).check_ready()
     disk = os.statvfs(config.credentials_dir if config.credentials_dir.exists() else config.paths.state_dir)
     free_mb = disk.f_bavail * disk.f_frsize // (1024 * 1024)
     if free_mb < config.database.min_free_disk_mb:

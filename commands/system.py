@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from appliance import __version__
+from appliance import __version__, credentials
 from appliance.errors import ApplianceError
 from appliance.ha.statusfile import read_status
 from appliance.hostname import backend_for
@@ -73,13 +73,8 @@ def _ha_fields(ctx: Context) -> dict[str, object]:
 
 
 def rotate_key(ctx: Context, args: Args) -> Result:
-    from appliance.node import credential_store
-    from appliance.secrets import Keyring
-
-    old = Keyring(ctx.config.key_dir).load_current().key_id
-    store = credential_store(ctx.config)
-    new = store.rotate_key().key_id
-    count = len(store.names())
+    rotation = credentials.backend_for(ctx.config).rotate_key()
+    old, new, count = rotation.previous_key_id, rotation.key_id, rotation.files
     return Result(
         message=f"Master key rotated: {old} -> {new}; {count} credential files re-encrypted, the old key removed.",
         data={"previous_key_id": old, "key_id": new, "files": count},

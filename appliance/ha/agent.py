@@ -22,6 +22,7 @@ import sys
 import threading
 from typing import Any
 
+from appliance import credentials
 from appliance.clock import Clock, SystemClock
 from appliance.config import Config, config_path, load_config
 from appliance.db.connect import DbTarget
@@ -37,7 +38,7 @@ from appliance.ha.statusfile import status_path, write_status
 from appliance.ha.store import NotRegistered, StoreUnavailable
 from appliance.ha.timing import ha_timeouts
 from appliance.hostname import backend_for
-from appliance.node import credentials_generation, identity, read_targets
+from appliance.node import identity, read_targets
 from appliance.services import manager_for
 
 logger = logging.getLogger("appliance.agent")
@@ -58,6 +59,10 @@ def notify(message: str) -> None:
         logger.warning("cannot notify systemd: %s", exc.strerror)
 
 
+def _same_database(old: DbTarget | None, old_schema: str | None, new: DbTarget, new_schema: str) -> bool:
+    return old is not None and old == new and old_schema == new_schema
+
+
 class Agent:
     def __init__(self, config: Config, clock: Clock) -> None:
         self.config = config
@@ -67,9 +72,11 @@ class Agent:
         self.reload_requested = False
         self.runtime: Runtime | None = None
         self.store: PgStore | None = None
-        self.generation: str | None = None
+        self.creds = credentials.backend_for(config)
+        self.generation: str | None = None  # of the credential set in use (a redirect writes a new one)
         self.last: tuple[Action, str] | None = None
         self.target: DbTarget | None = None
+        self.schema: str | None = None
         self.monitor = DbMonitor(clock, lambda target: probe_hosts(target, self._timeouts()))
         self.listener: Listener | None = None
 
@@ -81,13 +88,16 @@ class Agent:
     # --- wiring ----------------------------------------------------------------------------------
 
     def connect(self) -> Runtime:
+        self.creds = credentials.backend_for(self.config)  # the configuration may have been reloaded
+        # The generation first, then the set: a redirect landing in between is noticed at the next wait.
+        self.generation = self.creds.generation()
         me = identity(self.config)
         _origin, active = read_targets(self.config)
-        if active.target != self.target:
+        same_target = _same_database(self.target, self.schema, active.target, active.schema)
+        if not same_target:
             self.monitor.reset()  # another database (redirect), not a failover of the same one
-        self.target = active.target
-        previous, previous_generation = self.runtime, self.generation
-        self.generation = credentials_generation(self.config)
+        self.target, self.schema = active.target, active.schema
+        previous = self.runtime
         keepalive = previous.keepalive_s if previous is not None else self.config.ha.keepalive_interval_s
         timeouts = ha_timeouts(keepalive, statement_cap_s=self.config.ha.statement_timeout_s)
         app_name = f"appliance-agent:{me.name}"[:63]
@@ -102,8 +112,9 @@ class Agent:
                 # Not fatal: the standby services are started again with the first role change, and a
                 # crash loop under systemd would only add noise.
                 logger.error("could not start this node's services: %s", exc.message)
-        elif self.generation == previous_generation:
-            runtime.local = previous.local  # same target: the trust window and epoch still apply
+        elif same_target:
+            # Same database (a reload, a new master key): the trust window and the epoch still apply.
+            runtime.local = previous.local
         # A new target (redirect): start from scratch; redirect left the services of the node's new role
         # running, fenced until the agent confirms the lease there (or they stop by themselves).
         if self.listener is not None:
@@ -137,7 +148,7 @@ class Agent:
                     self.listener.close()
                 notify("STOPPING=1")
                 return ExitStatus.OK
-            if self.reload_requested or credentials_generation(self.config) != self.generation:
+            if self.reload_requested or self.creds.changed_since(self.generation):
                 self._reload()
             assert self.target is not None
             self.monitor.check(self.runtime, self.target)
@@ -159,7 +170,7 @@ class Agent:
             if self.listener is not None:
                 # A redirect switches the credential set: follow it within a tenth of a second.
                 self.listener.wait(max(0.0, wait), self.wake,
-                                   changed=lambda: credentials_generation(self.config) != self.generation)
+                                   changed=lambda: self.creds.changed_since(self.generation))
             else:
                 self.wake.wait(max(0.0, wait))
             self.wake.clear()

@@ -52,6 +52,7 @@ def test_config_is_frozen(tmp_path):
         ("[shell]\nidle_timeout_s = -1\n", "shell.idle_timeout_s must be from 0 to 86400"),
         ('[shell]\nidle_timeout_s = "10"\n', "shell.idle_timeout_s must be a whole number"),
         ('[hostname]\nbackend = "magic"\n', "hostname.backend must be one of"),
+        ('[credentials]\nbackend = "vault"\n', "credentials.backend must be one of"),
         ("[shell]\ncolour = 1\n", "unknown key shell.colour"),
         ("[nope]\n", "unknown section [nope]"),
         ('[tools]\nping = "ping"\n', "tools.ping must be an absolute path"),
