@@ -42,8 +42,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from appliance.testkit.pgcluster import PgCluster  # noqa: E402
+from appliance.testkit.pghost import make_base_dir  # noqa: E402
 from tests.hacluster import HaCluster, new_base  # noqa: E402
-from tests.pgcluster import PgCluster, make_base_dir  # noqa: E402
 
 VENDOR_PROMOTION_S = 60.0
 SWITCHED = re.compile(r"Switched over from (\S+) to (\S+) in (\d+\.\d+) s")
