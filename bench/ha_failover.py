@@ -1,6 +1,6 @@
 """Failover speed of the HA core with real agents, real services and real PostgreSQL 15.
 
-Three app nodes (``tests/hacluster.py``: ``appliance-admin init``, ``redirect``, one ``appliance-agent``
+Three app nodes (``appliance/testkit/hacluster.py``: ``appliance-admin init``, ``redirect``, one ``appliance-agent``
 process each, the primary-only demo service writing a line every 50 ms to a shared log) on one shared
 database. Every figure is measured from the outside, on the host's CLOCK_MONOTONIC:
 
@@ -37,13 +37,10 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.hacluster import HaCluster, new_base  # noqa: E402
-from tests.pgcluster import PgCluster, make_base_dir  # noqa: E402
+from appliance.testkit.hacluster import HaCluster, new_base
+from appliance.testkit.pgcluster import PgCluster, PgPair
+from appliance.testkit.pghost import make_base_dir
 
 VENDOR_PROMOTION_S = 60.0
 SWITCHED = re.compile(r"Switched over from (\S+) to (\S+) in (\d+\.\d+) s")
@@ -171,8 +168,8 @@ def db_failover_trials(local: PgCluster, trials: int, figures: Figures, interval
         cluster = None
         try:
             standby = primary.add_standby("standby")
-            pair = type("Pair", (), {"primary": primary, "standby": standby})()
-            cluster = HaCluster(new_base("bench-ha-db-"), pair, local=local, keepalive_s=interval, db_check_s=check)
+            cluster = HaCluster(new_base("bench-ha-db-"), PgPair(primary, standby), local=local, keepalive_s=interval,
+                                db_check_s=check)
             cluster.build()
             cluster.wait_stable(30)
             started = max(n.agent.started for n in cluster.nodes.values() if n.agent is not None)

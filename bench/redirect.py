@@ -23,13 +23,11 @@ import time
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from appliance.config import load_config  # noqa: E402
-from appliance.sandbox.nodeconfig import node_config_text  # noqa: E402
-from appliance.services import ProcessServices  # noqa: E402
-from tests.pgcluster import PgCluster, make_base_dir  # noqa: E402
+from appliance.config import load_config
+from appliance.sandbox.nodeconfig import node_config_text
+from appliance.services import ProcessServices
+from appliance.testkit.pgcluster import PgCluster
+from appliance.testkit.pghost import make_base_dir
 
 BIN = Path(sys.executable).parent
 VENDOR_PRIMARY_S = 33.0

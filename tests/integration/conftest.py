@@ -1,4 +1,4 @@
-"""Fixtures giving integration tests real PostgreSQL 15 servers (see ``tests/pgcluster.py``).
+"""Fixtures giving integration tests real PostgreSQL 15 servers (see ``appliance/testkit/pgcluster.py``).
 
 - ``pg_primary``: one cluster for the whole session. Do not stop, promote or reconfigure it for good;
   use unique role/database names, and :meth:`PgCluster.hba_override` for temporary pg_hba.conf lines.
@@ -20,19 +20,15 @@ import socket
 import statistics
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 
-from tests.pgcluster import TIMINGS, PgCluster, free_port, make_base_dir, pg_unavailable_reason
+from appliance.testkit.pgcluster import TIMINGS, PgCluster, PgPair
+from appliance.testkit.pghost import free_port, make_base_dir, pg_unavailable_reason
 
 SUPERUSER_PASSWORD = "sup3r 'secret' pw"  # odd characters on purpose: the harness must cope
 PG_FIXTURES = frozenset({"pg_primary", "pg_fresh", "pg_pair", "pg_pair_shared"})
-
-
-class PgPair(NamedTuple):
-    primary: PgCluster
-    standby: PgCluster
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

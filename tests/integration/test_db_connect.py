@@ -14,8 +14,7 @@ from psycopg import sql
 
 from appliance.db import DbError, DbErrorKind, DbTarget, Timeouts, connect, error_from_exception, probe
 from appliance.errors import Conflict, NotConfigured, PermissionDenied, Unavailable
-from tests.integration.conftest import PgPair
-from tests.pgcluster import PgCluster
+from appliance.testkit.pgcluster import PgCluster, PgPair
 
 pytestmark = pytest.mark.pg
 

@@ -2,7 +2,7 @@
 
 What the tests look at, never at the agents' internals:
 
-* the shared demo log (``tests/hacluster.py``): every node's primary-only demo service writes a line every
+* the shared demo log (``appliance/testkit/demolog.py``): every node's primary-only demo service writes a line every
   50 ms while its fence allows it; intervals of two nodes that intersect = two primaries = failure;
 * each node's ``agent-status.json`` (state, acting, epoch) and its agent log;
 * ``ha get nodes [--json]`` / ``ha switchover`` / ``ha maintenance`` / ``ha stop|start`` run as a user would;
@@ -29,7 +29,7 @@ import pytest
 
 from appliance.ha.decide import decide
 from appliance.ha.model import Action, ClusterView, Lease, Local, NodeState
-from tests.hacluster import HaCluster
+from appliance.testkit.hacluster import HaCluster
 
 I = 1  # the keepalive interval of these tests, in seconds  # noqa: E741
 

@@ -1,4 +1,4 @@
-"""Self-test of the cluster harness (tests/pgcluster.py): the things other tests rely on."""
+"""Self-test of the cluster harness (appliance/testkit/pgcluster.py): the things other tests rely on."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import pwd
 import psycopg
 import pytest
 
-from tests.integration.conftest import SUPERUSER_PASSWORD, PgPair
-from tests.pgcluster import PG_OS_USER, PgCluster, _alive, _children
+from appliance.testkit.pgcluster import PgCluster, PgPair
+from appliance.testkit.pghost import PG_OS_USER, child_pids, pid_alive
+from tests.integration.conftest import SUPERUSER_PASSWORD
 
 pytestmark = pytest.mark.pg
 
@@ -41,11 +42,11 @@ def test_kill9_then_restart_recovers(pg_fresh: PgCluster) -> None:
     pg_fresh.sql("CREATE TABLE t AS SELECT 1 AS x")
     pid = pg_fresh.pid()
     assert pid is not None
-    children = _children(pid)
+    children = child_pids(pid)
     assert children  # checkpointer, walwriter, ...
     pg_fresh.kill9()
     assert pg_fresh.pid() is None
-    assert not any(_alive(p) for p in [pid, *children])
+    assert not any(pid_alive(p) for p in [pid, *children])
     pg_fresh.start()
     assert pg_fresh.sql("SELECT x FROM t") == [(1,)]
 
@@ -62,7 +63,7 @@ def test_destroy_leaves_nothing(pg_fresh: PgCluster) -> None:
     pid = pg_fresh.pid()
     assert pid is not None
     pg_fresh.destroy()
-    assert not _alive(pid)
+    assert not pid_alive(pid)
     assert not pg_fresh.cluster_dir.exists()
     pg_fresh.destroy()  # idempotent: the fixture calls it again
 

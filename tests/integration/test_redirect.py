@@ -1,7 +1,8 @@
 """``redirect`` end to end: real shell processes, real PostgreSQL, real service processes, real signals.
 
-Each node has its own state dir, its own local database (on the session cluster) and two services
-run by the ``process`` backend: ``demo`` (primary only) and ``beat`` (every role).
+Each node (:class:`appliance.testkit.nodes.Node`) has its own state dir, its own local database (on the
+session cluster) and two services run by the ``process`` backend: ``demo`` (primary only) and ``beat``
+(every role).
 """
 
 from __future__ import annotations
@@ -9,90 +10,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 from psycopg import sql
 
-from appliance.config import load_config
 from appliance.db import schema as S
-from appliance.node import read_targets
-from appliance.sandbox.nodeconfig import node_config_text
 from appliance.services import ProcessServices
-
-BIN = Path(sys.executable).parent
-SECRET = "p'a ss=w\"ö\\rd-%"
-TIMEOUT = 60
-
-
-class Node:
-    def __init__(self, base: Path, name: str, local, *, standby_service: str = "/bin/sleep") -> None:
-        self.name = name
-        self.dir = base / name
-        self.state = self.dir / "state"
-        self.dir.mkdir(parents=True)
-        (self.dir / "admin-pw").write_text(local.superuser_password + "\n")
-        (self.dir / "admin-pw").chmod(0o600)
-        suffix = uuid.uuid4().hex[:6]
-        self.config_path = self.dir / "appliance.toml"
-        self.config_path.write_text(node_config_text(
-            name=name, hardware_id=f"HW-{name}-{suffix}", state_dir=self.state, local_port=local.port,
-            local_db=f"local_{name}_{suffix}", local_user=f"app_{name}_{suffix}", admin_user=local.superuser,
-            admin_password_file=self.dir / "admin-pw", database={"connect_timeout_s": 3, "lock_wait_s": 15},
-            services=[("demo", ["/bin/sleep", "3600"], ["primary"]),
-                      ("beat", [standby_service, "3600"], ["primary", "standby"])],
-        ))
-        self.config = load_config(self.config_path)
-
-    def run(self, tool: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(self.dir), "LANG": "C.UTF-8", "USER": "ems"}
-        return subprocess.run([str(BIN / tool), "--config", str(self.config_path), *args], input=stdin,
-                              capture_output=True, text=True, env=env, timeout=TIMEOUT, check=False)
-
-    def init(self) -> None:
-        done = self.run("appliance-admin", "init")
-        assert done.returncode == 0, done.stderr
-        ProcessServices(self.config).start("primary")
-
-    def sh(self, line: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return self.run("appliance-shell", "-c", line, stdin=stdin)
-
-    def redirect(self, remote: Remote, role: str, *, password: str | None = None,
-                 extra: str = "") -> subprocess.CompletedProcess[str]:
-        flag = "--is_primary_node" if role == "primary" else "--is_secondary_node"
-        line = (f"redirect --db_host 127.0.0.1 --db_port {remote.port} --db_user {remote.user} "
-                f"--db_name {remote.dbname} --db_pass - {flag} --yes {extra}")
-        return self.sh(line, stdin=(password if password is not None else remote.password) + "\n")
-
-    def targets(self):
-        return read_targets(self.config)
-
-    def running(self) -> list[str]:
-        return sorted(ProcessServices(self.config).running())
-
-    def all_text(self) -> str:
-        """Every file this node wrote, as text (credentials are encrypted and must not contain it)."""
-        chunks = []
-        for path in self.state.rglob("*"):
-            if path.is_file() and not path.is_symlink():
-                chunks.append(path.read_bytes().decode("utf-8", "replace"))
-        return "\n".join(chunks)
-
-
-class Remote:
-    def __init__(self, cluster) -> None:
-        self.cluster = cluster
-        self.port = cluster.port
-        tag = uuid.uuid4().hex[:8]
-        self.user, self.dbname, self.password = f"dba_{tag}", f"shared_{tag}", SECRET + tag
-        cluster.create_role(self.user, self.password)
-        cluster.create_database(self.dbname, owner=self.user)
-
-    def rows(self, query: str):
-        return self.cluster.sql(query, dbname=self.dbname)
+from appliance.testkit.nodes import BIN, SECRET, TIMEOUT, Node, Remote
 
 
 @pytest.fixture

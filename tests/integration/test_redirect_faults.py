@@ -26,8 +26,8 @@ from appliance.config import load_config
 from appliance.db import schema as S
 from appliance.services import ProcessServices
 from appliance.shell.types import Host
+from appliance.testkit.nodes import BIN, SECRET, TIMEOUT, Node, Remote
 from tests.integration import test_redirect
-from tests.integration.test_redirect import BIN, SECRET, TIMEOUT, Node, Remote
 
 # test_redirect.py's fixtures, made visible to pytest in this module (an assignment rather than an
 # import, so that using them as test parameters does not read as shadowing an import).

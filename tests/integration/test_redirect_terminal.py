@@ -21,9 +21,9 @@ import pexpect
 import pytest
 
 from appliance.db import schema as S
+from appliance.testkit.nodes import BIN, Node, Remote
 from tests.e2e.conftest import Screen, Terminal, clean_env
 from tests.integration import test_redirect
-from tests.integration.test_redirect import BIN, Node, Remote
 
 # test_redirect.py's fixtures, made visible to pytest in this module (an assignment rather than an
 # import, so that using them as test parameters does not read as shadowing an import).

@@ -1,20 +1,20 @@
 """A cluster of real ``appliance-agent`` processes on real PostgreSQL, watched from the outside.
 
-:class:`HaCluster` builds N app nodes (``node1``..``nodeN``) with :class:`tests.integration.test_redirect.Node`
+:class:`HaCluster` builds N app nodes (``node1``..``nodeN``) with :class:`appliance.testkit.nodes.Node`
 (each has its own state dir, its own local database and ``appliance-admin init``), redirects node1 as
 primary and the others as secondaries onto ONE shared database, sets the keepalive interval I directly
 in that database, then starts each node's ``appliance-agent`` as a separate process.
 
-Every node runs the primary-only demo service (``python -m appliance.ha.demo_service <shared log>``):
-while the node's fence allows it, it appends ``<monotonic> <wall> <node> epoch=N`` every 50 ms to one
-shared log, and ``fenced`` when it stops. CLOCK_MONOTONIC is one clock for every process on the host,
-so the log tells an outside observer WHO acted as primary and WHEN; :meth:`HaCluster.overlaps` finds
-two nodes acting at the same time (two primaries: always a failure). Times measured by the test with
+Every node runs the primary-only demo service (``python -m appliance.ha.demo_service <shared log>``),
+which writes to one shared log while the node's fence allows it. That log tells an outside observer WHO
+acted as primary and WHEN (see :mod:`appliance.testkit.demolog`); :meth:`HaCluster.overlaps` finds two
+nodes acting at the same time (two primaries: always a failure). Times measured by the test with
 ``time.monotonic()`` compare directly with the log's.
 
 Faults: :meth:`kill9`, :meth:`sigstop`/:meth:`sigcont`, :meth:`sigterm` of an agent; a partition between
-one node and the database through a :class:`tests.tcpproxy.TcpProxy` (``proxied=`` node names); a
-database failover with a :class:`PgPair` (multi-host target ``--db_host h,h --db_port P1,P2``).
+one node and the database through a :class:`~appliance.testkit.tcpproxy.TcpProxy` (``proxied=`` node
+names); a database failover with a :class:`~appliance.testkit.pgcluster.PgPair` (multi-host target
+``--db_host h,h --db_port P1,P2``).
 
 :meth:`HaCluster.stop_all` (SIGCONT, SIGTERM, then SIGKILL the agents; stop every node's services;
 close the proxies; drop the shared database) leaves nothing running, even after a failed test.
@@ -33,19 +33,22 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from appliance.config import load_config
-from appliance.services import ProcessServices
-from tests.integration.test_redirect import Node, Remote
-from tests.tcpproxy import TcpProxy
+from psycopg.abc import Params
 
-BIN = Path(sys.executable).parent
+from appliance.config import Config, load_config
+from appliance.db.connect import DbTarget
+from appliance.ha.pgstore import PgStore
+from appliance.services import ProcessServices
+from appliance.testkit.demolog import DemoLine, Interval, intervals, read_demo_lines
+from appliance.testkit.nodes import BIN, Node, Remote
+from appliance.testkit.pgcluster import PgCluster, PgPair, Statement
+from appliance.testkit.tcpproxy import TcpProxy
+
 SCHEMA = "appliance"
-GAP_S = 1.0  # two demo lines of one node further apart than this belong to two acting intervals
 _T = TypeVar("_T")
 _LIVE: set[HaCluster] = set()
 
@@ -55,29 +58,6 @@ def _leftovers() -> None:  # last line of defence if a fixture finalizer never r
     for cluster in list(_LIVE):
         with contextlib.suppress(Exception):
             cluster.stop_all()
-
-
-@dataclass(frozen=True)
-class Interval:
-    """One node acting as primary, as the demo log shows it: first and last line (monotonic)."""
-
-    node: str
-    epoch: int
-    start: float
-    end: float
-    lines: int
-    fenced: bool  # ended by the fence closing (not by a SIGTERM from the service manager)
-
-    def overlaps(self, other: Interval) -> bool:
-        return self.node != other.node and self.start <= other.end and other.start <= self.end
-
-
-@dataclass(frozen=True)
-class DemoLine:
-    mono: float
-    wall: float
-    node: str
-    epoch: int | None  # None: the "fenced" line
 
 
 class Agent:
@@ -99,14 +79,14 @@ class Agent:
 class HaNode:
     """An app node of the cluster: a :class:`Node` (composition) plus its agent and its DB target."""
 
-    def __init__(self, base: Path, name: str, local: Any, demo_log: Path) -> None:
+    def __init__(self, base: Path, name: str, local: PgCluster, demo_log: Path) -> None:
         self.node = Node(base, name, local)
         self.name = name
         # The node's configuration, with the demo service as its primary-only service.
         text = self.node.config_path.read_text()
         demo = json.dumps([sys.executable, "-m", "appliance.ha.demo_service", str(demo_log)])
         old = 'name = "demo"\ncommand = ["/bin/sleep", "3600"]'
-        assert old in text, "tests/integration/test_redirect.Node changed its configuration"
+        assert old in text, "appliance.testkit.nodes.Node changed its configuration"
         self.node.config_path.write_text(text.replace(old, f'name = "demo"\ncommand = {demo}'))
         self.node.config = load_config(self.node.config_path)
         self.agent: Agent | None = None
@@ -123,7 +103,7 @@ class HaNode:
         return self.node.state
 
     @property
-    def config(self) -> Any:
+    def config(self) -> Config:
         return self.node.config
 
     def sh(self, line: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -150,7 +130,7 @@ class HaCluster:
     """N app nodes with real agents on one shared database; see the module docstring.
 
     :param base: a fresh directory for the nodes' files.
-    :param db: the shared database's cluster (a :class:`PgCluster`), or a pg_pair (``.primary``,
+    :param db: the shared database's cluster (a :class:`PgCluster`), or a :class:`PgPair` (``.primary``,
         ``.standby``): then every node's target is the multi-host ``primary,standby``.
     :param local: the cluster holding each node's own (local) database; default: ``db``'s primary.
         Give the session cluster for DB failover tests, so killing the pair's primary leaves it alone.
@@ -162,12 +142,12 @@ class HaCluster:
         takeover is known (registration gives random ones). Default: node1 highest, then node2...
     """
 
-    def __init__(self, base: Path, db: Any, *, local: Any = None, nodes: int = 3, keepalive_s: int = 1,
-                 db_check_s: int | None = None, proxied: Iterable[str] = (),
+    def __init__(self, base: Path, db: PgCluster | PgPair, *, local: PgCluster | None = None, nodes: int = 3,
+                 keepalive_s: int = 1, db_check_s: int | None = None, proxied: Iterable[str] = (),
                  priorities: Iterable[int] | None = None) -> None:
-        pair = hasattr(db, "standby")
-        self.pair = db if pair else None
-        self.db = db.primary if pair else db  # the read-write node of the shared database, now
+        self.pair = None if isinstance(db, PgCluster) else db
+        # the read-write node of the shared database, now
+        self.db: PgCluster = db if isinstance(db, PgCluster) else db.primary
         self.keepalive_s = keepalive_s
         self.db_check_s = db_check_s
         self.base = base
@@ -179,6 +159,7 @@ class HaCluster:
         self._proxied = set(proxied)
         self._priorities = list(priorities) if priorities is not None else [100 * (nodes - i) for i in range(nodes)]
         self._local = local or self.db
+        self._log_marks: dict[str, int] = {}
         self._count = nodes
         self.marked = 0.0
         self.pristine = False  # for fixtures that hand out a cluster nothing was done to yet
@@ -192,7 +173,7 @@ class HaCluster:
         for name in names:
             self.nodes[name] = HaNode(self.base, name, self._local, self.demo_log)
         # appliance-admin init on every node, in parallel (each creates its own local database).
-        procs = {name: self._popen(n.node, "appliance-admin", "init") for name, n in self.nodes.items()}
+        procs = {name: n.node.popen("appliance-admin", "init") for name, n in self.nodes.items()}
         for name, proc in procs.items():
             out, err = proc.communicate(timeout=120)
             assert proc.returncode == 0, f"{name}: appliance-admin init failed:\n{out}{err}"
@@ -247,19 +228,11 @@ class HaCluster:
         return self.nodes[name].sh(self._redirect_line(name, role), stdin=self.remote.password + "\n")
 
     def _redirect_popen(self, name: str, role: str) -> subprocess.Popen[str]:
-        return self._popen(self.nodes[name].node, "appliance-shell", "-c", self._redirect_line(name, role),
-                           stdin=True)
-
-    @staticmethod
-    def _popen(node: Node, tool: str, *args: str, stdin: bool = False) -> subprocess.Popen[str]:
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(node.dir), "LANG": "C.UTF-8", "USER": "ems"}
-        return subprocess.Popen([str(BIN / tool), "--config", str(node.config_path), *args], text=True,
-                                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=env)
+        return self.nodes[name].node.popen("appliance-shell", "-c", self._redirect_line(name, role), stdin=True)
 
     # --- the shared database -----------------------------------------------------------------------
 
-    def sql(self, query: Any, params: Any = None) -> list[tuple[Any, ...]]:
+    def sql(self, query: Statement, params: Params | None = None) -> list[tuple[Any, ...]]:
         """One statement on the shared database's read-write node, as superuser."""
         return self.db.sql(query, params, dbname=self.remote.dbname)
 
@@ -291,9 +264,6 @@ class HaCluster:
     def request_handover(self, name: str | None) -> float:
         """What ``ha switchover --to NAME`` does in the database (record the successor and notify), without the
         shell's start-up time; returns when (monotonic) it committed."""
-        from appliance.db.connect import DbTarget
-        from appliance.ha.pgstore import PgStore
-
         target = DbTarget(hosts=("127.0.0.1",), ports=(self.db.port,), user=self.remote.user,
                           password=self.remote.password, dbname=self.remote.dbname)
         with PgStore(target, SCHEMA, application_name="hacluster-test") as store:
@@ -320,11 +290,11 @@ class HaCluster:
         assert agent is not None and agent.alive(), f"{name}: its agent is not running"
         return agent
 
-    def _signal(self, name: str, sig: signal.Signals) -> float:
+    def _signal(self, name: str, sig: signal.Signals) -> tuple[Agent, float]:
         agent = self._agent(name)
         at = time.monotonic()
         os.kill(agent.pid, sig)
-        return at
+        return agent, at
 
     def kill9(self, name: str) -> float:
         """SIGKILL the node's agent (its services keep running until their fence closes); returns when."""
@@ -335,18 +305,18 @@ class HaCluster:
         return at
 
     def sigstop(self, name: str) -> float:
-        at = self._signal(name, signal.SIGSTOP)
-        self.nodes[name].agent.stopped = True  # type: ignore[union-attr]
+        agent, at = self._signal(name, signal.SIGSTOP)
+        agent.stopped = True
         return at
 
     def sigcont(self, name: str) -> float:
-        at = self._signal(name, signal.SIGCONT)
-        self.nodes[name].agent.stopped = False  # type: ignore[union-attr]
+        agent, at = self._signal(name, signal.SIGCONT)
+        agent.stopped = False
         return at
 
     def sigterm(self, name: str) -> float:
         """SIGTERM the node's agent; returns when it was sent (see :meth:`wait_exit`)."""
-        return self._signal(name, signal.SIGTERM)
+        return self._signal(name, signal.SIGTERM)[1]
 
     def wait_exit(self, name: str, timeout: float = 30) -> int:
         agent = self.nodes[name].agent
@@ -386,7 +356,7 @@ class HaCluster:
         acting = self.acting_nodes()
         return acting[0] if len(acting) == 1 else None
 
-    def wait_for(self, predicate: Callable[[], _T], timeout: float, what: str = "", poll: float = 0.05) -> _T:
+    def wait_for(self, predicate: Callable[[], _T | None], timeout: float, what: str = "", poll: float = 0.05) -> _T:
         """Poll ``predicate`` until it returns a true value; return it, or fail with the cluster's state."""
         deadline = time.monotonic() + timeout
         while True:
@@ -432,8 +402,12 @@ class HaCluster:
         deterministically (a fault just after a renewal leaves the full lease to run out; just before, little).
         """
         before = self.fence(name)
-        fresh = self.wait_for(lambda: (f := self.fence(name)) is not None and f != before and f,
-                              3 * self.keepalive_s + 2, f"a renewal by {name}")
+
+        def renewed() -> tuple[float, int] | None:
+            f = self.fence(name)
+            return f if f is not None and f != before else None
+
+        fresh = self.wait_for(renewed, 3 * self.keepalive_s + 2, f"a renewal by {name}")
         start = fresh[0] - 1.5 * self.keepalive_s
         delay = start + phase * self.keepalive_s - time.monotonic()
         if delay > 0:
@@ -455,20 +429,7 @@ class HaCluster:
     # --- the observer: the shared demo log ---------------------------------------------------------
 
     def demo_lines(self) -> list[DemoLine]:
-        lines = []
-        for raw in self.demo_log.read_text(errors="replace").splitlines():
-            parts = raw.split()
-            if len(parts) != 4:
-                continue  # a line being written right now
-            try:
-                mono, wall = float(parts[0]), float(parts[1])
-            except ValueError:
-                continue
-            if parts[3] == "fenced":
-                lines.append(DemoLine(mono, wall, parts[2], None))
-            elif parts[3].startswith("epoch="):
-                lines.append(DemoLine(mono, wall, parts[2], int(parts[3][6:])))
-        return lines
+        return read_demo_lines(self.demo_log)
 
     def demo_intervals(self, since: float | None = None) -> list[Interval]:
         """Per-node acting intervals [first line, last line], split by epoch, by ``fenced`` and by gaps."""
@@ -583,7 +544,7 @@ class HaCluster:
 
     def log_since(self, name: str) -> str:
         """The agent log of ``name`` since the last :meth:`mark` (all of it without one)."""
-        return self.nodes[name].log_text()[getattr(self, "_log_marks", {}).get(name, 0):]
+        return self.nodes[name].log_text()[self._log_marks.get(name, 0):]
 
     def restore_baseline(self, primary: str = "node1", timeout: float = 20) -> None:
         """Undo what a test did: heal partitions, resume and restart agents, maintenance off, every node
@@ -653,27 +614,6 @@ class HaCluster:
                     local.drop_database(cfg.name)
                     local.drop_role(cfg.user)
         _LIVE.discard(self)
-
-
-def intervals(lines: Iterable[DemoLine]) -> list[Interval]:
-    """Group demo lines into per-node acting intervals (see :meth:`HaCluster.demo_intervals`)."""
-    by_node: dict[str, list[DemoLine]] = {}
-    for line in lines:
-        by_node.setdefault(line.node, []).append(line)
-    out: list[Interval] = []
-    for node, mine in by_node.items():
-        mine.sort(key=lambda x: x.mono)
-        cur: list[DemoLine] = []
-        for line in [*mine, None]:
-            ends = line is None or line.epoch is None
-            if cur and (ends or line.epoch != cur[-1].epoch or line.mono - cur[-1].mono > GAP_S):
-                fenced = line is not None and line.epoch is None
-                out.append(Interval(node, cur[0].epoch or 0, cur[0].mono, cur[-1].mono, len(cur), fenced))
-                cur = []
-            if line is not None and line.epoch is not None:
-                cur.append(line)
-    out.sort(key=lambda i: i.start)
-    return out
 
 
 def new_base(prefix: str = "hacluster-") -> Path:

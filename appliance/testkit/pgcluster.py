@@ -1,12 +1,12 @@
-"""Real, throw-away PostgreSQL 15 clusters for tests.
+"""Real, throw-away PostgreSQL 15 clusters for tests and benchmarks.
 
 A :class:`PgCluster` is one data directory plus one postmaster, listening on ``127.0.0.1`` on a free
 port, with its unix socket inside the data directory. It is meant for tests only: ``fsync`` and
 ``full_page_writes`` are off, so a host crash loses data (a ``kill -9`` of the server does not).
+:meth:`PgCluster.add_standby` makes a streaming standby of a running cluster (a :class:`PgPair`).
 
-PostgreSQL refuses to run as root. When the tests run as root (as in CI), every PostgreSQL binary is
-run as the unprivileged OS user ``postgres`` through ``runuser -u postgres -- ...`` and the cluster
-directories are owned by that user; otherwise the binaries run as the current user.
+When the caller is root, the binaries run as the unprivileged OS user ``postgres`` (see
+:mod:`appliance.testkit.pghost`, which also makes the base directories).
 
 Typical use (see ``tests/integration/conftest.py`` for the fixtures)::
 
@@ -29,88 +29,42 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import pwd
 import shutil
 import signal
-import socket
 import subprocess
-import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal, LiteralString, NamedTuple, TypeAlias
 
-if TYPE_CHECKING:
-    import psycopg
+import psycopg
+from psycopg import sql
+from psycopg.abc import Params
 
-PG_MAJOR = 15
-PG_BIN_DIR = Path(os.environ.get("PGCLUSTER_BIN_DIR", f"/usr/lib/postgresql/{PG_MAJOR}/bin"))
-PG_OS_USER = "postgres"  # the unprivileged user the server runs as when we are root
+from appliance.testkit.pghost import (
+    PG_BIN_DIR,
+    PG_OS_USER,
+    as_pg_user,
+    child_pids,
+    chown_to_pg_user,
+    free_port,
+    pid_alive,
+    running_as_root,
+)
+
 DEFAULT_SUPERUSER = "postgres"
 DEFAULT_TIMEOUT = 30  # seconds, for every wait (pg_ctl -t, replication catch-up, reload)
+
+# What :meth:`PgCluster.sql` runs: psycopg's query types, less the Python 3.14 template strings.
+Statement: TypeAlias = LiteralString | sql.SQL | sql.Composed
 
 _BIND_ERRORS = ("could not bind", "Address already in use", "could not create any TCP/IP sockets")
 
 
 class PgClusterError(RuntimeError):
     """A cluster command failed; the message carries the command's output and the server log tail."""
-
-
-# ---------------------------------------------------------------------------------------------------
-# Helpers
-
-
-def pg_unavailable_reason() -> str | None:
-    """Why real-PostgreSQL tests cannot run here, or None when they can."""
-    initdb = PG_BIN_DIR / "initdb"
-    if not initdb.is_file():
-        return f"PostgreSQL {PG_MAJOR} binaries not found ({initdb} is missing)"
-    if _running_as_root():
-        try:
-            pwd.getpwnam(PG_OS_USER)
-        except KeyError:
-            return f"running as root but there is no OS user {PG_OS_USER!r} to run PostgreSQL as"
-        if _runuser() is None:
-            return "running as root but runuser(1) is not installed"
-    return None
-
-
-def _running_as_root() -> bool:
-    return os.geteuid() == 0
-
-
-def _runuser() -> str | None:
-    return shutil.which("runuser") or next(
-        (p for p in ("/usr/sbin/runuser", "/sbin/runuser") if os.path.exists(p)), None
-    )
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (it may be taken before use)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _chown_to_pg_user(path: Path) -> None:
-    if _running_as_root():
-        pw = pwd.getpwnam(PG_OS_USER)
-        os.chown(path, pw.pw_uid, pw.pw_gid)
-
-
-def make_base_dir(prefix: str = "pgcluster-") -> Path:
-    """Create a fresh directory for clusters, usable by the user the server runs as.
-
-    It is created under ``$PGCLUSTER_TMPDIR`` or the system temp dir, mode 0700, and owned by
-    ``postgres`` when running as root. The caller removes it (``shutil.rmtree``).
-    """
-    parent = os.environ.get("PGCLUSTER_TMPDIR") or tempfile.gettempdir()
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-    _chown_to_pg_user(path)
-    return path
 
 
 def _quote_conf(value: object) -> str:
@@ -125,38 +79,6 @@ def _pgpass_escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace(":", "\\:")
 
 
-def _proc_state(pid: int) -> str | None:
-    """The state letter of a process (R, S, Z, ...), or None when it does not exist."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # "pid (comm) S ppid ...": comm may contain spaces and parentheses, so split at the last ')'.
-    return data[data.rindex(b")") + 2 :].split()[0].decode()
-
-
-def _alive(pid: int) -> bool:
-    state = _proc_state(pid)
-    return state is not None and state not in ("Z", "X")
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        fields = data[data.rindex(b")") + 2 :].split()
-        if int(fields[1]) == pid:
-            out.append(int(entry))
-    return out
-
-
 @dataclass
 class Timing:
     """Wall-clock seconds of cluster operations, for the terminal summary."""
@@ -165,7 +87,7 @@ class Timing:
     start: list[float]
     basebackup: list[float]
 
-    def add(self, what: str, seconds: float) -> None:
+    def add(self, what: Literal["initdb", "start", "basebackup"], seconds: float) -> None:
         with _LOCK:
             getattr(self, what).append(seconds)
 
@@ -247,7 +169,7 @@ class PgCluster:
             raise ValueError("the superuser password must be one non-empty line (initdb --pwfile)")
         cluster_dir = Path(base_dir) / name
         cluster_dir.mkdir(mode=0o700)
-        _chown_to_pg_user(cluster_dir)
+        chown_to_pg_user(cluster_dir)
         self = cls(
             cluster_dir,
             name=name,
@@ -260,7 +182,7 @@ class PgCluster:
         fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(superuser_password + "\n")
-        _chown_to_pg_user(pwfile)
+        chown_to_pg_user(pwfile)
         t0 = time.monotonic()
         try:
             self._run(
@@ -281,7 +203,7 @@ class PgCluster:
             pwfile.unlink(missing_ok=True)
         TIMINGS.add("initdb", time.monotonic() - t0)
         with open(self.data_dir / "postgresql.conf", "a", encoding="utf-8") as f:
-            f.write("\n# added by tests/pgcluster.py\ninclude = 'pgcluster.conf'\n")
+            f.write("\n# added by appliance/testkit/pgcluster.py\ninclude = 'pgcluster.conf'\n")
         self.settings = self.default_settings()
         self.settings.update(settings or {})
         self.write_config()
@@ -335,7 +257,7 @@ class PgCluster:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(text, encoding="utf-8")
         os.chmod(tmp, 0o600)
-        _chown_to_pg_user(tmp)
+        chown_to_pg_user(tmp)
         os.replace(tmp, path)
 
     # -- process control -----------------------------------------------------------------------------
@@ -388,12 +310,12 @@ class PgCluster:
         """
         pid = self.pid()
         if pid is not None:
-            victims = [pid, *_children(pid)]
+            victims = [pid, *child_pids(pid)]
             for p in victims:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(p, signal.SIGKILL)
             deadline = time.monotonic() + timeout
-            while any(_alive(p) for p in victims):
+            while any(pid_alive(p) for p in victims):
                 if time.monotonic() > deadline:
                     raise PgClusterError(f"{self.name}: processes survive SIGKILL: {victims}")
                 time.sleep(0.02)
@@ -411,7 +333,7 @@ class PgCluster:
             pid = int(first)
         except (FileNotFoundError, ValueError):
             return None
-        return pid if _alive(pid) else None
+        return pid if pid_alive(pid) else None
 
     def is_running(self) -> bool:
         return self.pid() is not None
@@ -493,7 +415,7 @@ class PgCluster:
         """
         cluster_dir = (base_dir or self.cluster_dir.parent) / name
         cluster_dir.mkdir(mode=0o700)
-        _chown_to_pg_user(cluster_dir)
+        chown_to_pg_user(cluster_dir)
         standby = PgCluster(
             cluster_dir,
             name=name,
@@ -505,7 +427,7 @@ class PgCluster:
         fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(f"{self.host}:*:*:{_pgpass_escape(self.superuser)}:{_pgpass_escape(self.superuser_password)}\n")
-        _chown_to_pg_user(passfile)
+        chown_to_pg_user(passfile)
         t0 = time.monotonic()
         self._run(
             [
@@ -547,8 +469,6 @@ class PgCluster:
 
     def wait_standbys(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Wait until every running standby of this primary has replayed all WAL written so far."""
-        from psycopg import sql
-
         lsn = self.sql("SELECT pg_current_wal_insert_lsn()")[0][0]
         deadline = time.monotonic() + timeout
         for standby in self.standbys:
@@ -572,8 +492,6 @@ class PgCluster:
         tcp: bool = False,
     ) -> psycopg.Connection[tuple[Any, ...]]:
         """A psycopg connection (superuser by default, over the unix socket unless ``tcp``)."""
-        import psycopg
-
         return psycopg.connect(
             host=self.host if tcp else str(self.socket_dir),
             port=self.port,
@@ -588,7 +506,7 @@ class PgCluster:
         )
 
     def sql(
-        self, query: Any, params: Sequence[Any] | Mapping[str, Any] | None = None, *, dbname: str = "postgres"
+        self, query: Statement, params: Params | None = None, *, dbname: str = "postgres"
     ) -> list[tuple[Any, ...]]:
         """Run one statement as superuser (autocommit); return its rows ([] when it returns none)."""
         with self.connect(dbname=dbname) as conn:
@@ -606,8 +524,6 @@ class PgCluster:
         replication: bool = False,
     ) -> None:
         """CREATE ROLE; the SCRAM verifier is computed client-side, so no plaintext reaches the server."""
-        from psycopg import sql
-
         attrs = [
             "LOGIN" if login else "NOLOGIN",
             "SUPERUSER" if superuser else "NOSUPERUSER",
@@ -624,30 +540,25 @@ class PgCluster:
             conn.execute(query)
 
     def create_database(self, name: str, owner: str | None = None) -> None:
-        from psycopg import sql
-
         query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
         if owner:
             query = sql.SQL("{} OWNER {}").format(query, sql.Identifier(owner))
         self.sql(query)
 
     def drop_database(self, name: str) -> None:
-        from psycopg import sql
-
         self.sql(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
     def drop_role(self, name: str) -> None:
-        from psycopg import sql
-
         self.sql(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
 
     # -- plumbing ------------------------------------------------------------------------------------
 
     def _check_reachable(self) -> None:
-        if not _running_as_root():
+        if not running_as_root():
             return
         probe = subprocess.run(
-            [_runuser() or "runuser", "-u", PG_OS_USER, "--", "test", "-w", str(self.cluster_dir)],
+            as_pg_user(["/usr/bin/test", "-w", str(self.cluster_dir)]),
+            env={"PATH": "/usr/bin:/bin", "LANG": "C"},
             capture_output=True,
             timeout=10,
             check=False,
@@ -655,7 +566,7 @@ class PgCluster:
         if probe.returncode != 0:
             raise PgClusterError(
                 f"OS user {PG_OS_USER!r} cannot write {self.cluster_dir}: every parent directory must be "
-                "searchable by it (use tests.pgcluster.make_base_dir())"
+                "searchable by it (use appliance.testkit.pghost.make_base_dir())"
             )
 
     def _pg_ctl(self, action: str, *args: str) -> None:
@@ -667,8 +578,7 @@ class PgCluster:
     def _run(
         self, argv: list[str], *, what: str, env: Mapping[str, str] | None = None, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
-        if _running_as_root():
-            argv = [_runuser() or "runuser", "-u", PG_OS_USER, "--", *argv]
+        argv = as_pg_user(argv)
         full_env = {
             "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
             "LANG": "C",
@@ -703,3 +613,10 @@ class PgCluster:
                 return f.read()
         except FileNotFoundError:
             return ""
+
+
+class PgPair(NamedTuple):
+    """A primary and its streaming standby (:meth:`PgCluster.add_standby`), e.g. for a DB failover."""
+
+    primary: PgCluster
+    standby: PgCluster
