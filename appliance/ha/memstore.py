@@ -23,7 +23,14 @@ from appliance.ha.model import (
     Registration,
 )
 from appliance.ha.settings import Setting, setting
-from appliance.ha.store import HaStore, NotRegistered, live_primary_conflict, twin_conflict
+from appliance.ha.store import (
+    PRIORITY_RANGE,
+    HaStore,
+    NotRegistered,
+    check_priority,
+    live_primary_conflict,
+    twin_conflict,
+)
 from appliance.ha.timing import (
     DEFAULT_KEEPALIVE_S,
     is_online,
@@ -145,6 +152,11 @@ class InMemoryStore(HaStore):
         with self._lock:
             self._row(node_id).name = name
 
+    def set_priority(self, node_id: str, priority: int) -> None:
+        check_priority(priority)
+        with self._lock:
+            self._row(node_id).priority = priority
+
     # --- the contract: settings ----------------------------------------------------------------------
 
     def set_setting(self, setting_: Setting | str, value: str) -> None:
@@ -191,7 +203,7 @@ class InMemoryStore(HaStore):
                         raise live_primary_conflict(other.name, age)
                     demoted = _registered(other, now)
                     other.role = "standby"
-            row = old or _Row(me.node_id, me.name, random.randint(1, 1_000_000))
+            row = old or _Row(me.node_id, me.name, random.randint(*PRIORITY_RANGE))
             row.hardware_id, row.name, row.role, row.admin_state = me.hardware_id, me.name, role, "active"
             row.last_heartbeat, row.heartbeat_seq = now, row.heartbeat_seq + 1
             self._rows[me.node_id] = row

@@ -61,6 +61,7 @@ RELEASE: LiteralString = (
 REQUEST_HANDOVER: LiteralString = "UPDATE {s}.lease SET handover_to = %s WHERE id = 1"
 SET_ADMIN_STATE: LiteralString = "UPDATE {s}.nodes SET admin_state = %s WHERE node_id = %s"
 RENAME: LiteralString = "UPDATE {s}.nodes SET name = %s WHERE node_id = %s"
+SET_PRIORITY: LiteralString = "UPDATE {s}.nodes SET priority = %s WHERE node_id = %s"
 
 # --- settings ---------------------------------------------------------------------------------------------
 

@@ -43,8 +43,10 @@ from appliance.ha.model import (
 )
 from appliance.ha.settings import Setting, setting
 from appliance.ha.store import (
+    PRIORITY_RANGE,
     HaStore,
     StoreUnavailable,
+    check_priority,
     live_primary_conflict,
     not_registered,
     twin_conflict,
@@ -460,6 +462,22 @@ class PgStore(HaStore):
         if updated == 0:
             raise not_registered(node_id)
 
+    def set_priority(self, node_id: str, priority: int) -> None:
+        """One UPDATE of the node's priority, woken agents at commit; no row updated: not registered."""
+        check_priority(priority)
+        nid = _uuid(node_id)
+        if nid is None:
+            raise not_registered(node_id)
+
+        def body(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
+            with conn.transaction():
+                count = conn.execute(self._q(Q.SET_PRIORITY), (priority, nid)).rowcount
+                self._notify(conn)
+                return count
+
+        if self._run("set the node's priority", body) == 0:
+            raise not_registered(node_id)
+
     # --- settings ----------------------------------------------------------------------------------
 
     def set_setting(self, setting_: Setting | str, value: str) -> None:
@@ -606,4 +624,4 @@ def _registered_node(row: tuple[Any, ...]) -> RegisteredNode:
 def _random_priority() -> int:
     import random
 
-    return random.randint(1, 1_000_000)
+    return random.randint(*PRIORITY_RANGE)

@@ -16,6 +16,15 @@ from appliance.errors import Conflict, Unavailable
 from appliance.ha.model import ClusterView, NodeIdentity, Registration
 from appliance.ha.settings import Setting
 
+PRIORITY_RANGE = (1, 1_000_000)  # the schema's CHECK; registration picks a random one in it
+
+
+def check_priority(priority: int) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int) or not \
+            PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]:
+        raise ValueError(f"priority must be a whole number from {PRIORITY_RANGE[0]} to {PRIORITY_RANGE[1]}")
+    return priority
+
 
 class StoreUnavailable(Unavailable):
     """The store could not be reached, or did not answer within its timeouts."""
@@ -78,6 +87,11 @@ class HaStore(ABC):
     @abstractmethod
     def set_admin_state(self, node_id: str, state: str) -> None:
         """``active`` or ``stopped`` (taken out of the cluster). :raises NotRegistered: no such node."""
+
+    @abstractmethod
+    def set_priority(self, node_id: str, priority: int) -> None:
+        """Set the node's priority (higher: preferred when the lease is free; ties: lowest node id).
+        One UPDATE. :raises ValueError: outside ``PRIORITY_RANGE``. :raises NotRegistered: no such node."""
 
     @abstractmethod
     def rename(self, node_id: str, name: str) -> None:

@@ -42,6 +42,7 @@ from psycopg.abc import Params
 from appliance.config import Config, load_config
 from appliance.db.connect import DbTarget
 from appliance.ha.pgstore import PgStore
+from appliance.ha.settings import Setting
 from appliance.services import ProcessServices
 from appliance.testkit.demolog import DemoLine, Interval, intervals, read_demo_lines
 from appliance.testkit.nodes import BIN, Node, Remote
@@ -191,23 +192,21 @@ class HaCluster:
         ids = dict(self.sql("SELECT name, node_id::text FROM appliance.nodes"))
         for name, node in self.nodes.items():
             node.node_id = ids[name]
-        for name, priority in zip(names, self._priorities, strict=False):
-            self.sql("UPDATE appliance.nodes SET priority = %s WHERE name = %s", (priority, name))
+        with self.store() as store:
+            for name, priority in zip(names, self._priorities, strict=False):
+                store.set_priority(self.nodes[name].node_id, priority)
+            if self.db_check_s is not None:
+                store.seed_settings({Setting.DB_CHECK: str(self.db_check_s)})
         self.set_keepalive(self.keepalive_s)
-        if self.db_check_s is not None:
-            self.sql("INSERT INTO appliance.cluster_settings (key, value) VALUES ('db_check_interval_s', %s)"
-                     " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
-                     (str(self.db_check_s),))
         if start:
             for name in names:
                 self.start_agent(name)
         return self
 
     def set_keepalive(self, seconds: int) -> None:
-        """Set I directly, with no transition grace (``ha set keepalive-interval`` would add one)."""
-        self.sql("UPDATE appliance.cluster_settings SET value = %s, updated_at = now()"
-                 " WHERE key = 'keepalive_interval_s'", (str(seconds),))
-        self.sql("DELETE FROM appliance.cluster_settings WHERE key = 'keepalive_previous_s'")
+        """Set I as a fresh cluster's, with no transition grace (``ha set keepalive-interval`` would add one)."""
+        with self.store() as store:
+            store.seed_settings({Setting.KEEPALIVE: str(seconds)})
         self.keepalive_s = seconds
 
     def _target_args(self, name: str) -> str:
@@ -261,12 +260,16 @@ class HaCluster:
                         " AND application_name = %s", (f"appliance-agent:{name}",))
         return float(rows[0][0]) if rows else None
 
+    def store(self) -> PgStore:
+        """The product's HA store on the shared database (a context manager: closed after the block)."""
+        target = DbTarget(hosts=("127.0.0.1",), ports=(self.db.port,), user=self.remote.user,
+                          password=self.remote.password, dbname=self.remote.dbname)
+        return PgStore(target, SCHEMA, application_name="hacluster-test")
+
     def request_handover(self, name: str | None) -> float:
         """What ``ha switchover --to NAME`` does in the database (record the successor and notify), without the
         shell's start-up time; returns when (monotonic) it committed."""
-        target = DbTarget(hosts=("127.0.0.1",), ports=(self.db.port,), user=self.remote.user,
-                          password=self.remote.password, dbname=self.remote.dbname)
-        with PgStore(target, SCHEMA, application_name="hacluster-test") as store:
+        with self.store() as store:
             store.request_handover(self.nodes[name].node_id if name else None)
         return time.monotonic()
 
@@ -556,13 +559,19 @@ class HaCluster:
                 node.proxy.restore()
             if node.agent is not None and node.agent.alive() and node.agent.stopped:
                 self.sigcont(name)
-        self.sql("UPDATE appliance.cluster_settings SET value = 'off', updated_at = now() WHERE key = 'maintenance'"
-                 " AND value <> 'off'")
-        self.sql("UPDATE appliance.nodes SET admin_state = 'active' WHERE admin_state <> 'active'")
-        self.sql("UPDATE appliance.lease SET handover_to = NULL WHERE handover_to IS NOT NULL")
-        for name, priority in zip(self.nodes, self._priorities, strict=False):
-            self.sql("UPDATE appliance.nodes SET priority = %s WHERE name = %s AND priority <> %s",
-                     (priority, name, priority))
+        with self.store() as store:
+            view = store.snapshot()
+            if view.maintenance:
+                store.set_setting(Setting.MAINTENANCE, "off")
+            for row in view.nodes:
+                if row.admin_state != "active":
+                    store.set_admin_state(row.node_id, "active")
+            if view.lease.handover_to is not None:
+                store.request_handover(None)
+            for name, priority in zip(self.nodes, self._priorities, strict=False):
+                now = view.node(self.nodes[name].node_id)
+                if now is not None and now.priority != priority:
+                    store.set_priority(now.node_id, priority)
         for name, node in self.nodes.items():
             if not node.agent_alive():
                 self.start_agent(name)

@@ -606,3 +606,15 @@ def test_unregistering_frees_the_lease_with_a_new_epoch(backend: Backend) -> Non
     assert (view.lease.holder, view.lease.epoch, view.lease.handover_to, view.lease.expired) == (None, 2, None, True)
     with pytest.raises(NotRegistered):
         backend.store.unregister_node(a.node_id)
+
+
+def test_set_priority_orders_the_candidates(backend: Backend) -> None:
+    a, b = backend.node("node-a", 10), backend.node("node-b", 20)
+    assert [n.node_id for n in backend.store.snapshot().candidates()] == [b, a]
+    backend.store.set_priority(a, 30)
+    assert [n.node_id for n in backend.store.snapshot().candidates()] == [a, b]
+    for bad in (0, 1_000_001):
+        with pytest.raises(ValueError):
+            backend.store.set_priority(a, bad)
+    with pytest.raises(NotRegistered):
+        backend.store.set_priority(str(uuid.uuid4()), 5)

@@ -245,6 +245,9 @@ class NodeStore(HaStore):
     def rename(self, node_id: str, name: str) -> None:
         self._call(self.sim.store.rename, node_id, name)
 
+    def set_priority(self, node_id: str, priority: int) -> None:
+        self._call(self.sim.store.set_priority, node_id, priority)
+
     def seed_settings(self, values: dict[Setting, str]) -> None:
         self._call(self.sim.store.seed_settings, values)
 
