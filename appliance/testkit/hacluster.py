@@ -43,6 +43,7 @@ from appliance.config import Config, load_config
 from appliance.db.connect import DbTarget
 from appliance.ha.pgstore import PgStore
 from appliance.ha.settings import Setting
+from appliance.ha.timing import trust_s
 from appliance.services import ProcessServices
 from appliance.testkit.demolog import DemoLine, Interval, intervals, read_demo_lines
 from appliance.testkit.nodes import BIN, Node, Remote
@@ -396,7 +397,7 @@ class HaCluster:
     def renewal_start(self, name: str) -> float | None:
         """Monotonic start of the node's last successful renewal (from its fence), if it holds one."""
         f = self.fence(name)
-        return None if f is None else f[0] - 1.5 * self.keepalive_s
+        return None if f is None else f[0] - trust_s(self.keepalive_s)
 
     def at_phase(self, name: str, phase: float) -> float:
         """Wait for the primary ``name``'s next renewal, then until ``phase``·I after its start; return that start.

@@ -89,3 +89,20 @@ def test_config_path_precedence():
 
 def test_parse_config_without_a_file():
     assert parse_config({}, None, Path("/")).shell.idle_timeout_s == 900
+
+
+def test_ha_section_is_typed_and_checked_against_the_interval(tmp_path):
+    config = load_config(write(tmp_path, "[ha]\nkeepalive_interval_s = 4\nstatement_timeout_s = 1.5\n"))
+    assert (config.ha.keepalive_interval_s, config.ha.statement_timeout_s) == (4, 1.5)
+    for text, expected in (
+        ("[ha]\nkeepalive_interval_s = 0\n", "ha.keepalive_interval_s must be from 1 to 30"),
+        ("[ha]\nstatement_timeout_s = 9\n", "ha.statement_timeout_s must be from 0 to 5"),
+        # A renewal slower than I/2 must count as failed: both values are named in one line.
+        ("[ha]\nkeepalive_interval_s = 2\nstatement_timeout_s = 1.5\n",
+         "ha.statement_timeout_s must be at most half of the keepalive interval (2 s / 2 = 1 s), got 1.5 s "
+         "(ha.keepalive_interval_s = 2)"),
+    ):
+        path = write(tmp_path, text)
+        with pytest.raises(ConfigError) as info:
+            load_config(path)
+        assert expected in info.value.message and "\n" not in info.value.message
