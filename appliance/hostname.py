@@ -13,12 +13,12 @@ Names are validated by the caller (:func:`appliance.shell.types.check_single_lab
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 from appliance.config import Config
 from appliance.errors import CommandFailed, PermissionDenied
+from appliance.fsutil import read_first_word, write_atomic
 from appliance.proc import run_tool
 
 
@@ -32,44 +32,10 @@ class HostnameBackend(ABC):
         """Apply ``name`` (already validated)."""
 
 
-def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``text`` atomically (temp file in the same dir, fsync, rename)."""
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def kernel_hostname() -> str:
     import socket  # here, not at import: the file backend (sandboxes) never needs it, and start-up counts
 
     return socket.gethostname()
-
-
-def _read_first_line(path: Path) -> str | None:
-    try:
-        lines = path.read_text(encoding="utf-8").split()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return lines[0] if lines else None
 
 
 class FileBackend(HostnameBackend):
@@ -78,7 +44,7 @@ class FileBackend(HostnameBackend):
         self.default = default
 
     def get(self) -> str:
-        return _read_first_line(self.path) or self.default
+        return read_first_word(self.path) or self.default
 
     def set(self, name: str) -> None:
         try:
@@ -94,7 +60,7 @@ class EtcBackend(HostnameBackend):
         self.set_kernel = set_kernel
 
     def get(self) -> str:
-        return _read_first_line(self.hostname_file) or kernel_hostname()
+        return read_first_word(self.hostname_file) or kernel_hostname()
 
     def set(self, name: str) -> None:
         import socket

@@ -20,9 +20,9 @@ from appliance.config import Config
 from appliance.db import schema as S
 from appliance.db.connect import DbTarget, Timeouts, connect
 from appliance.errors import NotConfigured
+from appliance.fsutil import write_atomic
 from appliance.ha.pgstore import PgStore
 from appliance.ha.settings import Setting
-from appliance.hostname import write_atomic
 from appliance.identity import hardware_id
 from appliance.node import ActiveTarget, identity, node_id_path, read_targets, write_targets
 

@@ -221,6 +221,6 @@ def _signal(pid: int, sig: signal.Signals) -> None:
 
 
 def _write_pid(path: Path, pid: int) -> None:
-    from appliance.hostname import write_atomic
+    from appliance.fsutil import write_atomic
 
     write_atomic(path, f"{pid}\n", mode=0o644)

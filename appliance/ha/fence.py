@@ -23,7 +23,7 @@ class FileFence:
         self.path = path
 
     def grant(self, until_monotonic: float, epoch: int) -> None:
-        from appliance.hostname import write_atomic
+        from appliance.fsutil import write_atomic
 
         write_atomic(self.path, json.dumps({"until": until_monotonic, "epoch": epoch}) + "\n", mode=0o644)
 

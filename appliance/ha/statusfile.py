@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config import Config
-from appliance.hostname import write_atomic
+from appliance.fsutil import write_atomic
 
 
 def status_path(config: Config) -> Path:

@@ -58,7 +58,7 @@ def load(base: Path) -> dict[str, Any]:
 
 
 def save(base: Path, doc: dict[str, Any]) -> None:
-    from appliance.hostname import write_atomic
+    from appliance.fsutil import write_atomic
 
     write_atomic(manifest_path(base), json.dumps(doc, indent=2) + "\n", mode=0o600)  # it holds passwords
 

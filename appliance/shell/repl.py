@@ -73,7 +73,7 @@ class MaskedHistory(History):
             pass  # history is a convenience; a read-only state dir must not break the shell
 
     def _rewrite(self, lines: list[str]) -> None:
-        from appliance.hostname import write_atomic
+        from appliance.fsutil import write_atomic
 
         try:
             write_atomic(self.path, "".join(line + "\n" for line in lines), mode=0o600)
