@@ -8,7 +8,7 @@
   hostname; for hosts without systemd.
 * ``file``: a file in the state dir; sandboxes and tests, where the machine's name must not change.
 
-Names are validated by the caller (:func:`appliance.shell.types.check_single_label`).
+Names are validated by the caller (:func:`appliance.names.check_single_label`).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ allows exactly this program and nothing else. Its whole command line::
     privhelper service start|stop UNIT...  only units listed in [services] primary_units/standby_units
 
 The helper trusts nothing its caller could control: it checks every argument again (the hostname with
-the shell's own rule, :func:`appliance.shell.types.check_single_label`; units against the lists in the
+the shell's own rule, :func:`appliance.names.check_single_label`; units against the lists in the
 configuration), reads the configuration from the fixed path ``/etc/appliance/appliance.toml`` (never
 from an option or ``$APPLIANCE_CONFIG``), has no options at all, and runs programs only by absolute
 path, with argv lists (never a shell) and a fixed environment (:mod:`appliance.proc`). Anything else is
@@ -68,7 +68,7 @@ def check_request(argv: Sequence[str], config: Config) -> Request:
 
 
 def _check_hostname(rest: tuple[str, ...], config: Config) -> str:
-    from appliance.shell.types import check_single_label
+    from appliance.names import check_single_label
 
     if len(rest) != 1:
         raise Refused("set-hostname takes exactly one NAME")

@@ -13,8 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-# RFC 1123 label: letters, digits, hyphens; 1-63 characters; no hyphen at either end.
-_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+from appliance.names import check_hostname, check_single_label
 
 
 class ParamType:
@@ -95,37 +94,6 @@ class Choice(ParamType):
 
     def choices(self) -> Sequence[str]:
         return self.values
-
-
-def check_hostname(text: str) -> str:
-    """A DNS host name (RFC 1123): dot-separated labels, at most 253 characters, not numeric-only."""
-    name = text[:-1] if text.endswith(".") else text
-    if not name or len(name) > 253:
-        raise ValueError("must be 1 to 253 characters")
-    labels = name.split(".")
-    for label in labels:
-        if not _LABEL.match(label):
-            raise ValueError(
-                "must be letters, digits and hyphens in dot-separated labels of 1-63 characters, "
-                "not starting or ending with a hyphen"
-            )
-    if labels[-1].isdigit():
-        # RFC 1123 2.1: a valid host name never has the dotted-decimal form; a bad IP lands here.
-        raise ValueError("is neither a valid IP address nor a host name")
-    return text
-
-
-def check_single_label(text: str) -> str:
-    """A single RFC 1123 label of 1-63 characters that is not all digits (an appliance hostname)."""
-    if not _LABEL.match(text):
-        raise ValueError(
-            "must be 1-63 letters, digits or hyphens, not starting or ending with a hyphen (no dots)"
-        )
-    if text.isdigit():
-        raise ValueError("must not be all digits")
-    if text.lower() == "localhost":
-        raise ValueError("must not be 'localhost'")
-    return text
 
 
 @dataclass(frozen=True)
