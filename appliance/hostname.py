@@ -2,13 +2,15 @@
 
 * ``hostnamectl``: systemd's tool (static and transient hostname), the caller being root.
 * ``helper``: the appliance image, where the shell runs as the unprivileged login user: the
-  privileged helper (:mod:`appliance.privhelper`, through ``sudo -n``) checks the name again, applies
+  privileged helper (:mod:`appliance.privileged`, through ``sudo -n``) checks the name again, applies
   it with ``hostnamectl`` and keeps the ``127.0.1.1`` line of ``/etc/hosts`` in step.
 * ``etc``: ``<root>/etc/hostname`` and the ``127.0.1.1`` line of ``<root>/etc/hosts``, plus the kernel
   hostname; for hosts without systemd.
 * ``file``: a file in the state dir; sandboxes and tests, where the machine's name must not change.
 
-Names are validated by the caller (:func:`appliance.names.check_single_label`).
+This module owns the choice of backend; what a root process does to the running system lives in
+:mod:`appliance.system_hostname`, which the privileged helper shares. Names are validated by the
+caller (:func:`appliance.names.check_single_label`).
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 from appliance.config import Config
-from appliance.errors import CommandFailed, PermissionDenied
+from appliance.errors import PermissionDenied
 from appliance.fsutil import read_first_word, write_atomic
-from appliance.proc import run_tool
+from appliance.privileged.client import call_helper
+from appliance.system_hostname import kernel_hostname, set_in_etc, set_with_hostnamectl
 
 
 class HostnameBackend(ABC):
@@ -30,12 +33,6 @@ class HostnameBackend(ABC):
     @abstractmethod
     def set(self, name: str) -> None:
         """Apply ``name`` (already validated)."""
-
-
-def kernel_hostname() -> str:
-    import socket  # here, not at import: the file backend (sandboxes) never needs it, and start-up counts
-
-    return socket.gethostname()
 
 
 class FileBackend(HostnameBackend):
@@ -55,60 +52,15 @@ class FileBackend(HostnameBackend):
 
 class EtcBackend(HostnameBackend):
     def __init__(self, root: Path, set_kernel: bool) -> None:
+        self.root = root
         self.hostname_file = root / "etc" / "hostname"
-        self.hosts_file = root / "etc" / "hosts"
         self.set_kernel = set_kernel
 
     def get(self) -> str:
         return read_first_word(self.hostname_file) or kernel_hostname()
 
     def set(self, name: str) -> None:
-        import socket
-
-        previous = socket.gethostname()
-        if self.set_kernel:
-            try:
-                socket.sethostname(name)
-            except PermissionError:
-                raise PermissionDenied(
-                    "cannot set the kernel hostname: permission denied",
-                    hint="the etc backend needs root (CAP_SYS_ADMIN); use the hostnamectl backend",
-                ) from None
-        try:
-            write_atomic(self.hostname_file, name + "\n")
-            set_hosts_name(self.hosts_file, name)
-        except OSError as exc:
-            if self.set_kernel:
-                socket.sethostname(previous)  # keep kernel and files in step
-            where = exc.filename or self.hostname_file
-            raise CommandFailed(f"cannot write {where}: {exc.strerror}") from None
-
-
-def set_hosts_name(hosts_file: Path, name: str) -> None:
-    """Rewrite ``hosts_file`` atomically so that its ``127.0.1.1`` line names ``name``.
-
-    :raises OSError: it cannot be read or written.
-    """
-    try:
-        hosts = hosts_file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        hosts = "127.0.0.1\tlocalhost\n"
-    write_atomic(hosts_file, hosts_with_name(hosts, name))
-
-
-def hosts_with_name(hosts: str, name: str) -> str:
-    """``hosts`` with its ``127.0.1.1`` line naming ``name`` (Debian's convention), added if absent."""
-    lines = hosts.splitlines()
-    entry = f"127.0.1.1\t{name}"
-    for index, line in enumerate(lines):
-        fields = line.split("#", 1)[0].split()
-        if fields and fields[0] == "127.0.1.1":
-            lines[index] = entry
-            break
-    else:
-        at = next((i + 1 for i, line in enumerate(lines) if line.split()[:1] == ["127.0.0.1"]), len(lines))
-        lines.insert(at, entry)
-    return "\n".join(lines) + "\n"
+        set_in_etc(self.root, name, set_kernel=self.set_kernel)
 
 
 class HostnamectlBackend(HostnameBackend):
@@ -119,9 +71,7 @@ class HostnamectlBackend(HostnameBackend):
         return kernel_hostname()
 
     def set(self, name: str) -> None:
-        # --static only: the pretty name is left alone, and the transient name follows the static one.
-        run_tool(self.tool, ["set-hostname", "--static", "--", name], timeout_s=15)
-        run_tool(self.tool, ["set-hostname", "--transient", "--", name], timeout_s=15)
+        set_with_hostnamectl(self.tool, name)
 
 
 class HelperBackend(HostnameBackend):
@@ -134,8 +84,6 @@ class HelperBackend(HostnameBackend):
         return kernel_hostname()
 
     def set(self, name: str) -> None:
-        from appliance.privhelper import call_helper
-
         call_helper(self.config, ["set-hostname", name], timeout_s=60)
 
 

@@ -4,7 +4,7 @@
 each under ``<state_dir>/run`` and their output in ``<state_dir>/log``; stopping sends SIGTERM, then
 SIGKILL after ``stop_timeout_s``. ``systemd`` starts and stops the configured units with
 ``systemctl start|stop``: directly when this process is root, otherwise through the privileged helper
-(``sudo -n <privhelper> service start|stop UNIT...``, :mod:`appliance.privhelper`), which accepts only
+(``sudo -n <privhelper> service start|stop UNIT...``, :mod:`appliance.privileged`), which accepts only
 the units listed in the configuration. That is the appliance image's case: the agent and the login
 shell run as the appliance account (they share its credential files), and ``redirect`` in the shell
 stops and starts the same units. Reading the state (``systemctl is-active``) needs no privilege.
@@ -162,7 +162,7 @@ class SystemdServices(ServiceManager):
 
             run_tool(self.systemctl, [verb, "--", *units], timeout_s=self.timeout_s)
         else:
-            from appliance.privhelper import call_helper
+            from appliance.privileged.client import call_helper
 
             call_helper(self.config, ["service", verb, *units], timeout_s=self.timeout_s + 10)
 

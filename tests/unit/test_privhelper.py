@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from appliance import privhelper
 from appliance.config import load_config
 from appliance.errors import CommandFailed, PermissionDenied
+from appliance.privileged import client, server
 from appliance.proc import CHILD_ENV
 
 PRIMARY = "appliance-demo.service"
@@ -92,7 +92,7 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
 
 def run(argv: list[str], config_file: Path) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    status = privhelper.main(argv, config_path=config_file, out=out, err=err)
+    status = server.main(argv, config_path=config_file, out=out, err=err)
     return status, out.getvalue(), err.getvalue()
 
 
@@ -277,7 +277,7 @@ def client_config(tmp_path: Path, root: Path, tools: dict[str, Path]) -> Path:
 
 def test_call_helper_runs_sudo_non_interactively_with_the_helper_by_path(client_config, tmp_path):
     config = load_config(client_config)
-    assert privhelper.call_helper(config, ["service", "start", PRIMARY], timeout_s=10) == "ok"
+    assert client.call_helper(config, ["service", "start", PRIMARY], timeout_s=10) == "ok"
     argv = (tmp_path / "sudo.log").read_text().splitlines()
     assert argv == ["-n", "--", str(config.tools.privhelper), "service", "start", PRIMARY]
 
@@ -285,11 +285,11 @@ def test_call_helper_runs_sudo_non_interactively_with_the_helper_by_path(client_
 def test_call_helper_maps_refusals_and_sudo_errors(client_config):
     config = load_config(client_config)
     with pytest.raises(CommandFailed, match=r"^refused: no \(usage\)$"):
-        privhelper.call_helper(config, ["refuse"], timeout_s=10)
+        client.call_helper(config, ["refuse"], timeout_s=10)
     with pytest.raises(CommandFailed, match=r"^systemctl failed: boom$"):
-        privhelper.call_helper(config, ["fail"], timeout_s=10)
+        client.call_helper(config, ["fail"], timeout_s=10)
     with pytest.raises(PermissionDenied, match="sudo: a password is required") as info:
-        privhelper.call_helper(config, ["deny"], timeout_s=10)
+        client.call_helper(config, ["deny"], timeout_s=10)
     assert "sudoers" in (info.value.hint or "")
 
 
@@ -297,7 +297,7 @@ def test_call_helper_needs_the_helper_installed(client_config, tmp_path):
     config = load_config(client_config)
     (tmp_path / "libexec" / "privhelper").unlink()
     with pytest.raises(Exception, match="is not installed"):
-        privhelper.call_helper(config, ["service", "start", PRIMARY], timeout_s=10)
+        client.call_helper(config, ["service", "start", PRIMARY], timeout_s=10)
 
 
 def test_hostname_helper_backend_goes_through_the_helper(client_config, tmp_path):

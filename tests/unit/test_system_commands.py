@@ -7,11 +7,12 @@ import pytest
 from appliance.clock import FakeClock
 from appliance.config import Config, HostnameConfig, with_state_dir
 from appliance.errors import ExitStatus
-from appliance.hostname import EtcBackend, hosts_with_name
+from appliance.hostname import EtcBackend
 from appliance.identity import format_duration, hardware_id
 from appliance.shell.context import Context
 from appliance.shell.dispatch import Dispatcher
 from appliance.shell.env import Env
+from appliance.system_hostname import hosts_with_name
 from commands import build_registry
 
 

@@ -14,8 +14,10 @@ from an option or ``$APPLIANCE_CONFIG``), has no options at all, and runs progra
 path, with argv lists (never a shell) and a fixed environment (:mod:`appliance.proc`). Anything else is
 refused with exit status 2 and one line on stderr; a failure while applying a request exits 1.
 
-The client side (:func:`call_helper`) is what :mod:`appliance.hostname` (backend ``helper``) and
-:mod:`appliance.services` (``systemd`` backend when not running as root) use.
+This module is the program only, and runs as root: it imports the configuration, the naming rule
+(:mod:`appliance.names`), :mod:`appliance.proc` and :mod:`appliance.system_hostname` (and :data:`PROG`
+from its package), and nothing of the shell or of the hostname backends. The calling side is
+:mod:`appliance.privileged.client`.
 """
 
 from __future__ import annotations
@@ -28,9 +30,14 @@ from pathlib import Path
 from typing import TextIO
 
 from appliance.config import DEFAULT_CONFIG_PATH, Config, load_config
-from appliance.errors import ApplianceError, CommandFailed, ExitStatus, NotConfigured, PermissionDenied
+from appliance.errors import ApplianceError, CommandFailed, ExitStatus, NotConfigured
+from appliance.names import check_single_label
+from appliance.privileged import PROG
+from appliance.proc import run_tool
+from appliance.system_hostname import set_hosts_name, set_in_etc, set_with_hostnamectl
 
-PROG = "privhelper"
+__all__ = ["MAX_ARG_LEN", "PROG", "USAGE", "Refused", "Request", "apply", "check_request", "main"]
+
 USAGE = "usage: privhelper set-hostname NAME | privhelper service start|stop UNIT..."
 MAX_ARG_LEN = 256  # no legitimate argument comes close (a label is <= 63, a unit name <= 256)
 
@@ -68,8 +75,6 @@ def check_request(argv: Sequence[str], config: Config) -> Request:
 
 
 def _check_hostname(rest: tuple[str, ...], config: Config) -> str:
-    from appliance.names import check_single_label
-
     if len(rest) != 1:
         raise Refused("set-hostname takes exactly one NAME")
     try:
@@ -98,8 +103,6 @@ def apply(request: Request, config: Config) -> str:
 
     :raises ApplianceError: it failed (the message says what and why).
     """
-    from appliance.proc import run_tool
-
     if request.verb == "set-hostname":
         return _set_hostname(request.args[0], config)
     action, *units = request.args
@@ -108,14 +111,12 @@ def apply(request: Request, config: Config) -> str:
 
 
 def _set_hostname(name: str, config: Config) -> str:
-    from appliance.hostname import EtcBackend, HostnamectlBackend, set_hosts_name
-
     backend = config.hostname.backend
     hosts = config.hostname.etc_root / "etc" / "hosts"
     if backend == "etc":
-        EtcBackend(config.hostname.etc_root, config.hostname.set_kernel).set(name)
+        set_in_etc(config.hostname.etc_root, name, set_kernel=config.hostname.set_kernel)
     elif backend in ("helper", "hostnamectl"):
-        HostnamectlBackend(config.tools.hostnamectl).set(name)
+        set_with_hostnamectl(config.tools.hostnamectl, name)
         try:
             set_hosts_name(hosts, name)
         except OSError as exc:
@@ -161,54 +162,6 @@ def main(argv: Sequence[str] | None = None, *, config_path: Path = DEFAULT_CONFI
         return ExitStatus.FAILED
     out.write(report + "\n")
     return ExitStatus.OK
-
-
-# --- the client side: the shell and the agent, running as the appliance account --------------------
-
-
-def helper_argv(config: Config, args: Sequence[str]) -> list[str]:
-    """``[sudo, -n, --, privhelper, *args]``: sudo never prompts (-n), and the helper is named by path."""
-    from appliance.proc import tool_argv
-
-    helper = config.tools.privhelper
-    if not helper.is_absolute():
-        raise NotConfigured(f"the program path {helper} is not absolute", hint="fix tools.privhelper in the config")
-    if not helper.is_file():
-        raise NotConfigured(f"the privileged helper {helper} is not installed",
-                            hint="install the appliance image's helper, or fix tools.privhelper in the config")
-    return tool_argv(config.tools.sudo, ["-n", "--", str(helper), *args])
-
-
-def call_helper(config: Config, args: Sequence[str], *, timeout_s: float) -> str:
-    """Run one helper request through sudo; return its report line.
-
-    :raises PermissionDenied: sudo refused (not allowed by sudoers, or it wanted a password).
-    :raises CommandFailed: the helper refused the request or failed to apply it, or timed out.
-    """
-    import subprocess
-
-    from appliance.proc import CHILD_ENV
-
-    argv = helper_argv(config, args)
-    try:
-        done = subprocess.run(argv, env=CHILD_ENV, capture_output=True, text=True, timeout=timeout_s,
-                              stdin=subprocess.DEVNULL, check=False, close_fds=True)
-    except subprocess.TimeoutExpired:
-        raise CommandFailed(f"the privileged helper did not finish within {timeout_s:g} s") from None
-    if done.returncode == 0:
-        return done.stdout.strip()
-    lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
-    from_sudo = [line for line in lines if line.startswith("sudo:")]
-    if from_sudo:
-        raise PermissionDenied(f"cannot run the privileged helper: {from_sudo[0]}",
-                               hint=f"sudoers must allow this account to run {config.tools.privhelper} "
-                               "without a password (the image's /etc/sudoers.d/appliance)")
-    reason = lines[-1] if lines else f"exit status {done.returncode}"
-    for prefix in (f"{PROG}: error: ", f"{PROG}: "):
-        if reason.startswith(prefix):
-            reason = reason[len(prefix):]
-            break
-    raise CommandFailed(reason)
 
 
 if __name__ == "__main__":
