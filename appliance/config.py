@@ -49,6 +49,11 @@ class PathsConfig:
     def log(self) -> Path:
         return self.log_file or self.state_dir / "shell.log"
 
+    @property
+    def run_dir(self) -> Path:
+        """Run-time files: the pid files of the ``process`` services and the fence."""
+        return self.state_dir / "run"
+
 
 @dataclass(frozen=True)
 class ShellConfig:
@@ -167,6 +172,11 @@ class Config:
     @property
     def key_dir(self) -> Path:
         return self.credentials.key_dir or self.paths.state_dir / "keys"
+
+    @property
+    def fence_file(self) -> Path:
+        """The fence of primary-only services (:mod:`appliance.ha.fence`): the agent writes it, they read it."""
+        return self.paths.run_dir / "fence"
 
 
 # --- validation -----------------------------------------------------------------------------------

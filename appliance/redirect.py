@@ -30,7 +30,7 @@ from appliance.config import Config
 from appliance.db import schema as S
 from appliance.db.connect import DbTarget, Timeouts, connect, error_from_exception
 from appliance.errors import ApplianceError, CommandFailed, Conflict, NotConfigured, UsageError
-from appliance.ha.fence import FileFence, fence_path
+from appliance.ha.fence import FileFence
 from appliance.ha.model import ClusterView, NodeIdentity, Registration
 from appliance.ha.pgstore import PgStore
 from appliance.ha.settings import Setting
@@ -365,7 +365,7 @@ def _database_step(config: Config, plan: Plan, clock: Clock, journal: _Journal,
 
             if plan.request.role == "primary" and done.lease_after.holder == plan.me.node_id:
                 # The primary-only services may act until the agent renews the lease it now holds.
-                fence = FileFence(fence_path(config.paths.state_dir))
+                fence = FileFence(config.fence_file)
                 fence.grant(registered_at + trust_s(done.keepalive_s), done.lease_after.epoch)
                 journal.add("closed the fence of the primary-only services", fence.revoke)
             what = "removed this node's registration" if done.previous is None else "restored this node's registration"

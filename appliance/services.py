@@ -64,7 +64,7 @@ class NoServices(ServiceManager):
 class ProcessServices(ServiceManager):
     def __init__(self, config: Config, clock: Clock | None = None) -> None:
         self.services = config.services.process
-        self.run_dir = config.paths.state_dir / "run"
+        self.run_dir = config.paths.run_dir
         self.log_dir = config.paths.state_dir / "log"
         self.stop_timeout_s = config.services.stop_timeout_s
         self.config_path = config.source
@@ -85,7 +85,6 @@ class ProcessServices(ServiceManager):
         return [s.name for s in self.services if self._pid(s) is not None]
 
     def start(self, role: str) -> list[str]:
-        from appliance.ha.fence import fence_path
         from appliance.hostname import backend_for
 
         started = []
@@ -99,7 +98,7 @@ class ProcessServices(ServiceManager):
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.log_dir.mkdir(parents=True, exist_ok=True)
             env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "APPLIANCE_ROLE": role,
-                   "APPLIANCE_FENCE_FILE": str(fence_path(self.config.paths.state_dir)),
+                   "APPLIANCE_FENCE_FILE": str(self.config.fence_file),
                    "APPLIANCE_NODE": backend_for(self.config).get()}
             if self.config_path is not None:
                 env["APPLIANCE_CONFIG"] = str(self.config_path)

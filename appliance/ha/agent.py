@@ -28,7 +28,7 @@ from appliance.config import Config, config_path, load_config
 from appliance.db.connect import DbTarget
 from appliance.errors import ApplianceError, ExitStatus
 from appliance.ha.dbmonitor import DbMonitor, probe_hosts
-from appliance.ha.fence import FileFence, fence_path
+from appliance.ha.fence import FileFence
 from appliance.ha.listener import Listener
 from appliance.ha.model import Action, Decision, NodeStatus
 from appliance.ha.pgstore import PgStore
@@ -102,7 +102,7 @@ class Agent:
         timeouts = ha_timeouts(keepalive, statement_cap_s=self.config.ha.statement_timeout_s)
         app_name = f"appliance-agent:{me.name}"[:63]
         self.store = PgStore(active.target, active.schema, application_name=app_name, timeouts=timeouts)
-        fence = FileFence(fence_path(self.config.paths.state_dir))
+        fence = FileFence(self.config.fence_file)
         runtime = Runtime(self.store, me.node_id, manager_for(self.config), self.clock, fence=fence,
                           keepalive_s=keepalive)
         if previous is None:

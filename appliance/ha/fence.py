@@ -4,7 +4,8 @@ The agent writes ``{"until": <monotonic deadline>, "epoch": N}`` atomically afte
 renewal; CLOCK_MONOTONIC is one clock for every process on the host, so a service compares it with
 its own ``time.monotonic()``. If the agent is frozen (SIGSTOP, a VM pause of the agent alone, CPU
 starvation), it stops writing and its services stop acting when the deadline passes, which is before
-the lease can be taken by another node. A stepped-down agent removes the file.
+the lease can be taken by another node. A stepped-down agent removes the file. The file's path
+comes from the configuration (:attr:`appliance.config.Config.fence_file`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ import json
 import time
 from pathlib import Path
 
-
-def fence_path(state_dir: Path) -> Path:
-    return state_dir / "run" / "fence"
+from appliance.fsutil import write_atomic
 
 
 class FileFence:
@@ -23,8 +22,6 @@ class FileFence:
         self.path = path
 
     def grant(self, until_monotonic: float, epoch: int) -> None:
-        from appliance.fsutil import write_atomic
-
         write_atomic(self.path, json.dumps({"until": until_monotonic, "epoch": epoch}) + "\n", mode=0o644)
 
     def revoke(self) -> None:
