@@ -18,7 +18,8 @@ from appliance import __version__, credentials
 from appliance.clock import Clock
 from appliance.config import Config
 from appliance.db import schema as S
-from appliance.db.connect import DbTarget, Timeouts, connect
+from appliance.db.connect import connect
+from appliance.db.target import DbTarget, Timeouts
 from appliance.errors import NotConfigured
 from appliance.fsutil import write_atomic
 from appliance.ha.pgstore import PgStore

@@ -20,7 +20,7 @@ from appliance.errors import NotConfigured
 from appliance.ha.model import NodeIdentity
 
 if TYPE_CHECKING:
-    from appliance.db.connect import DbTarget
+    from appliance.db.target import DbTarget
 
 ORIGIN = "origin"
 
@@ -45,7 +45,7 @@ class ActiveTarget:
 
     @classmethod
     def from_payload(cls, data: Any) -> ActiveTarget:
-        from appliance.db.connect import DbTarget
+        from appliance.db.target import DbTarget
 
         target = DbTarget(
             hosts=tuple(data["hosts"]), ports=tuple(data["ports"]), user=data["user"], password=data["password"],

@@ -28,7 +28,9 @@ from appliance import __version__, credentials
 from appliance.clock import Clock
 from appliance.config import Config
 from appliance.db import schema as S
-from appliance.db.connect import DbTarget, Timeouts, connect, error_from_exception
+from appliance.db.connect import connect
+from appliance.db.errors import error_from_exception
+from appliance.db.target import DbTarget, Timeouts
 from appliance.errors import ApplianceError, CommandFailed, Conflict, NotConfigured, UsageError
 from appliance.ha.fence import FileFence
 from appliance.ha.model import ClusterView, NodeIdentity, Registration

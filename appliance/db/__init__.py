@@ -1,34 +1,12 @@
 """Database access for the appliance.
 
-:mod:`appliance.db.connect` is the only place that opens a PostgreSQL connection; everything else
-goes through :func:`connect` / :func:`probe` and catches :class:`DbError`. Importing this package does
-not import psycopg.
+* :mod:`appliance.db.target`: where and as whom to connect (:class:`~appliance.db.target.DbTarget`),
+  with which :class:`~appliance.db.target.Timeouts`; plain values.
+* :mod:`appliance.db.connect`: the only place that opens a PostgreSQL connection
+  (:func:`~appliance.db.connect.connect`, :func:`~appliance.db.connect.probe`).
+* :mod:`appliance.db.errors`: every failure as one :class:`~appliance.db.errors.DbError`, which is
+  what callers catch.
+* :mod:`appliance.db.schema`: the appliance's versioned schema (deployment, upgrades, the deploy lock).
+
+Importing this package, or any of these modules, does not import psycopg.
 """
-
-from appliance.db.connect import (
-    MIN_SERVER_VERSION,
-    DbError,
-    DbErrorKind,
-    DbTarget,
-    HostFailure,
-    ServerInfo,
-    Timeouts,
-    classify_text,
-    connect,
-    error_from_exception,
-    probe,
-)
-
-__all__ = [
-    "MIN_SERVER_VERSION",
-    "DbError",
-    "DbErrorKind",
-    "DbTarget",
-    "HostFailure",
-    "ServerInfo",
-    "Timeouts",
-    "classify_text",
-    "connect",
-    "error_from_exception",
-    "probe",
-]

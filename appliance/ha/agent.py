@@ -25,7 +25,7 @@ from typing import Any
 from appliance import credentials
 from appliance.clock import Clock, SystemClock
 from appliance.config import Config, config_path, load_config
-from appliance.db.connect import DbTarget
+from appliance.db.target import DbTarget
 from appliance.errors import ApplianceError, ExitStatus
 from appliance.ha.dbmonitor import DbMonitor, probe_hosts
 from appliance.ha.fence import FileFence

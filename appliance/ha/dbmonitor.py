@@ -25,7 +25,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from appliance.clock import Clock
-from appliance.db.connect import DbError, DbTarget, Timeouts, probe
+from appliance.db.connect import probe
+from appliance.db.errors import DbError
+from appliance.db.target import DbTarget, Timeouts
 from appliance.ha.runtime import Runtime
 from appliance.ha.timing import db_failover_grace_s
 

@@ -18,7 +18,7 @@ from appliance.ha.pgstore import channel_for
 if TYPE_CHECKING:
     import psycopg
 
-    from appliance.db.connect import DbTarget, Timeouts
+    from appliance.db.target import DbTarget, Timeouts
 
 logger = logging.getLogger("appliance.agent")
 
@@ -68,7 +68,8 @@ class Listener:
         self._next_try = self.clock.monotonic() + RETRY_S
         from psycopg import sql
 
-        from appliance.db.connect import DbError, connect
+        from appliance.db.connect import connect
+        from appliance.db.errors import DbError
 
         try:
             conn = connect(self.target, application_name=self.application_name, timeouts=self.timeouts,

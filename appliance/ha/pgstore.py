@@ -15,7 +15,7 @@ Why it looks the way it does:
   time, the same for every statement of one transaction); ages and remainders are computed by the
   server, so no decision compares this host's clock with another's.
 * **Every failure is a StoreUnavailable** whose message comes from
-  :func:`~appliance.db.connect.error_from_exception` (host, port, user and database; never the
+  :func:`~appliance.db.errors.error_from_exception` (host, port, user and database; never the
   password) and that is raised outside the ``except`` block, so no psycopg exception (or frame
   holding connection parameters) hangs off it. A missing node row is :class:`NotRegistered`.
 
@@ -30,7 +30,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, LiteralString, TypeVar
 
-from appliance.db.connect import DbError, DbTarget, Timeouts, connect, error_from_exception
+from appliance.db.connect import connect
+from appliance.db.errors import DbError, error_from_exception
+from appliance.db.target import DbTarget, Timeouts
 from appliance.ha import pgsql as Q
 from appliance.ha.model import (
     ClusterView,

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from appliance.db.connect import DbError, probe
+from appliance.db.connect import probe
+from appliance.db.errors import DbError
 from appliance.ha.model import ClusterView, NodeIdentity
 from appliance.ha.status import status_of
 from appliance.ha.timing import report_timeouts

@@ -24,7 +24,7 @@ these rules from here; the factors are named so a reader finds "2·I" and "1.5·
 
 from __future__ import annotations
 
-from appliance.db.connect import Timeouts
+from appliance.db.target import Timeouts
 
 KEEPALIVE_RANGE_S = (1, 30)  # what ``ha set keepalive-interval`` accepts
 DEFAULT_KEEPALIVE_S = 10.0  # the schema's default, and the agent's assumption before its first snapshot

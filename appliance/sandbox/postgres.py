@@ -104,7 +104,8 @@ class Postgres:
         """A login role (SCRAM verifier made here, so the plaintext never reaches the server) owning ``dbname``."""
         from psycopg import sql
 
-        from appliance.db.connect import DbTarget, Timeouts, connect
+        from appliance.db.connect import connect
+        from appliance.db.target import DbTarget, Timeouts
 
         admin = DbTarget(("127.0.0.1",), (self.port,), self.superuser, superuser_password, "postgres", "disable")
         with connect(admin, application_name="appliance-sandbox", timeouts=Timeouts(), autocommit=True) as conn:

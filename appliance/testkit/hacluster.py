@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 from psycopg.abc import Params
 
 from appliance.config import Config, load_config
-from appliance.db.connect import DbTarget
+from appliance.db.target import DbTarget
 from appliance.ha.pgstore import PgStore
 from appliance.ha.settings import Setting
 from appliance.ha.timing import trust_s

@@ -12,7 +12,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from appliance.db import DbError, DbErrorKind, DbTarget, Timeouts, connect, error_from_exception, probe
+from appliance.db.connect import connect, probe
+from appliance.db.errors import DbError, DbErrorKind, error_from_exception
+from appliance.db.target import DbTarget, Timeouts
 from appliance.errors import Conflict, NotConfigured, PermissionDenied, Unavailable
 from appliance.testkit.pgcluster import PgCluster, PgPair
 

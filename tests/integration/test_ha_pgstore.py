@@ -20,7 +20,7 @@ import pytest
 from psycopg import sql
 
 from appliance.db import schema as S
-from appliance.db.connect import DbTarget, Timeouts
+from appliance.db.target import DbTarget, Timeouts
 from appliance.ha.model import NodeIdentity
 from appliance.ha.pgstore import PgStore
 from appliance.ha.store import StoreUnavailable

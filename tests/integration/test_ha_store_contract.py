@@ -87,7 +87,7 @@ def _postgres_backend(pg_database: tuple[Any, str]) -> Iterator[Backend]:
     from psycopg import sql
 
     from appliance.db import schema as S
-    from appliance.db.connect import DbTarget, Timeouts
+    from appliance.db.target import DbTarget, Timeouts
     from appliance.ha.pgstore import PgStore
 
     cluster, dbname = pg_database

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from appliance.db import DbError, DbErrorKind, DbTarget, Timeouts, classify_text, error_from_exception
-from appliance.db.connect import parse_failures
+from appliance.db.errors import DbError, DbErrorKind, classify_text, error_from_exception, parse_failures
+from appliance.db.target import DbTarget, Timeouts
 from appliance.errors import ApplianceError, Conflict, NotConfigured, PermissionDenied, Unavailable, UsageError
 
 K = DbErrorKind

@@ -5,7 +5,7 @@ from dataclasses import replace
 
 from appliance.clock import FakeClock
 from appliance.config import AuditConfig, Config, with_state_dir
-from appliance.db.connect import DbTarget
+from appliance.db.target import DbTarget
 from appliance.node import ActiveTarget, read_targets, write_targets
 from appliance.secrets import Keyring
 from appliance.shell.context import Context
