@@ -12,15 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from appliance import credentials
 from appliance.config import Config
+from appliance.db.target import DbTarget
 from appliance.errors import NotConfigured
 from appliance.ha.model import NodeIdentity
-
-if TYPE_CHECKING:
-    from appliance.db.target import DbTarget
+from appliance.hostname import backend_for
+from appliance.identity import hardware_id
 
 ORIGIN = "origin"
 
@@ -45,8 +45,6 @@ class ActiveTarget:
 
     @classmethod
     def from_payload(cls, data: Any) -> ActiveTarget:
-        from appliance.db.target import DbTarget
-
         target = DbTarget(
             hosts=tuple(data["hosts"]), ports=tuple(data["ports"]), user=data["user"], password=data["password"],
             dbname=data["dbname"], sslmode=data["sslmode"],
@@ -64,9 +62,6 @@ def identity(config: Config) -> NodeIdentity:
     :raises NotConfigured: the node was never initialised.
     """
     import uuid  # deferred: it loads platform & co, and the shell's start-up imports this module
-
-    from appliance.hostname import backend_for
-    from appliance.identity import hardware_id
 
     try:
         node_id = str(uuid.UUID(node_id_path(config).read_text(encoding="ascii").strip()))

@@ -21,6 +21,10 @@ from typing import TYPE_CHECKING
 from appliance.clock import Clock, SystemClock
 from appliance.config import Config, ProcessService
 from appliance.errors import CommandFailed
+from appliance.fsutil import write_atomic
+from appliance.hostname import backend_for
+from appliance.privileged.client import call_helper
+from appliance.proc import run_tool
 
 if TYPE_CHECKING:
     import signal
@@ -85,8 +89,6 @@ class ProcessServices(ServiceManager):
         return [s.name for s in self.services if self._pid(s) is not None]
 
     def start(self, role: str) -> list[str]:
-        from appliance.hostname import backend_for
-
         started = []
         for service in self.services:
             if role not in service.roles:
@@ -157,12 +159,8 @@ class SystemdServices(ServiceManager):
 
     def _control(self, verb: str, units: list[str]) -> None:
         if self.as_root:
-            from appliance.proc import run_tool
-
             run_tool(self.systemctl, [verb, "--", *units], timeout_s=self.timeout_s)
         else:
-            from appliance.privileged.client import call_helper
-
             call_helper(self.config, ["service", verb, *units], timeout_s=self.timeout_s + 10)
 
     def start(self, role: str) -> list[str]:
@@ -181,7 +179,7 @@ class SystemdServices(ServiceManager):
         return was
 
     def running(self) -> list[str]:
-        import subprocess
+        import subprocess  # only when systemctl actually runs: keeps start-up fast (as in appliance.proc)
 
         units = list(self.primary) + list(self.standby)
         found = []
@@ -220,6 +218,4 @@ def _signal(pid: int, sig: signal.Signals) -> None:
 
 
 def _write_pid(path: Path, pid: int) -> None:
-    from appliance.fsutil import write_atomic
-
     write_atomic(path, f"{pid}\n", mode=0o644)

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from appliance.clock import Clock
+from appliance.db.connect import connect
+from appliance.db.errors import DbError
 from appliance.ha.pgstore import channel_for
 
 if TYPE_CHECKING:
@@ -66,10 +68,7 @@ class Listener:
         if self.clock.monotonic() < self._next_try:
             return None
         self._next_try = self.clock.monotonic() + RETRY_S
-        from psycopg import sql
-
-        from appliance.db.connect import connect
-        from appliance.db.errors import DbError
+        from psycopg import sql  # heavy: importing this module must not load psycopg (see appliance.ha.pgstore)
 
         try:
             conn = connect(self.target, application_name=self.application_name, timeouts=self.timeouts,

@@ -27,10 +27,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from appliance.clock import SystemClock
+from appliance.config import load_config
 from appliance.errors import ApplianceError, CommandFailed, ExitStatus, NotConfigured, UsageError
+from appliance.fsutil import write_atomic
 from appliance.ha.timing import KEEPALIVE_RANGE_S
+from appliance.init import initialise
 from appliance.sandbox.nodeconfig import node_config_text
 from appliance.sandbox.postgres import Postgres, free_port
+from appliance.services import ProcessServices
+from appliance.shell.render import render_error
 
 BIN = Path(sys.executable).parent
 REMOTE_USER = "appliance_dba"
@@ -58,8 +64,6 @@ def load(base: Path) -> dict[str, Any]:
 
 
 def save(base: Path, doc: dict[str, Any]) -> None:
-    from appliance.fsutil import write_atomic
-
     write_atomic(manifest_path(base), json.dumps(doc, indent=2) + "\n", mode=0o600)  # it holds passwords
 
 
@@ -126,9 +130,6 @@ def stop_agent(base: Path, name: str, sig: signal.Signals = signal.SIGTERM) -> b
 
 
 def _services(base: Path, name: str) -> Any:
-    from appliance.config import load_config
-    from appliance.services import ProcessServices
-
     return ProcessServices(load_config(base / name / "appliance.toml"))
 
 
@@ -164,10 +165,6 @@ def up(base: Path, nodes: int, cluster: bool, keepalive: int) -> int:
         "demo_log": str(base / "demo.log"),
     }
     save(base, doc)
-    from appliance.clock import SystemClock
-    from appliance.config import load_config
-    from appliance.init import initialise
-
     for index in range(1, nodes + 1):
         name = f"node{index}"
         home = base / name
@@ -314,8 +311,6 @@ def main(argv: list[str] | None = None) -> int:
     for sp in sub.choices.values():
         sp.add_argument("--dir", type=Path, default=Path(".sandbox"), help="sandbox directory (default ./.sandbox)")
     args = parser.parse_args(argv)
-    from appliance.shell.render import render_error
-
     try:
         if args.action == "up":
             return up(args.dir, args.nodes, args.cluster, args.keepalive)

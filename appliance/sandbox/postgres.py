@@ -13,6 +13,8 @@ import socket
 import subprocess
 from pathlib import Path
 
+from appliance.db.connect import connect
+from appliance.db.target import DbTarget, Timeouts
 from appliance.errors import CommandFailed, NotConfigured
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -102,10 +104,7 @@ class Postgres:
 
     def create_role_and_db(self, superuser_password: str, role: str, password: str, dbname: str) -> None:
         """A login role (SCRAM verifier made here, so the plaintext never reaches the server) owning ``dbname``."""
-        from psycopg import sql
-
-        from appliance.db.connect import connect
-        from appliance.db.target import DbTarget, Timeouts
+        from psycopg import sql  # heavy: kept out of the module's imports (see appliance.db.connect)
 
         admin = DbTarget(("127.0.0.1",), (self.port,), self.superuser, superuser_password, "postgres", "disable")
         with connect(admin, application_name="appliance-sandbox", timeouts=Timeouts(), autocommit=True) as conn:

@@ -21,6 +21,8 @@ from prompt_toolkit.history import History
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 
 from appliance.errors import ExitStatus
+from appliance.fsutil import write_atomic
+from appliance.hostname import backend_for
 from appliance.masking import printable
 from appliance.shell.context import Context
 from appliance.shell.dispatch import Dispatcher
@@ -73,8 +75,6 @@ class MaskedHistory(History):
             pass  # history is a convenience; a read-only state dir must not break the shell
 
     def _rewrite(self, lines: list[str]) -> None:
-        from appliance.fsutil import write_atomic
-
         try:
             write_atomic(self.path, "".join(line + "\n" for line in lines), mode=0o600)
         except OSError:
@@ -184,8 +184,6 @@ def _monotonic() -> float:
 
 def one_iteration(ctx: Context, dispatcher: Dispatcher, session: PromptSession[str]) -> bool:
     """Read one line and run it. Returns False when the session should end."""
-    from appliance.hostname import backend_for
-
     try:
         hostname = backend_for(ctx.config).get()
     except Exception:  # the prompt must always come up, whatever the backend does
