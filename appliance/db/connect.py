@@ -18,7 +18,6 @@ psycopg is imported lazily: importing this module does not load it.
 
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, LiteralString
@@ -124,6 +123,8 @@ def probe(
 
     :raises DbError: as :func:`connect`; also for a failure in the checking queries.
     """
+    import statistics  # deferred: it loads fractions, decimal and random, and the shell's start-up imports this module
+
     import psycopg
 
     single = target.for_host(host, port)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import enum
 import re
-import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -477,6 +476,8 @@ def _addresses(host: str) -> set[str]:
     """The addresses a host name resolves to now (the socket path itself for a unix socket dir)."""
     if host.startswith("/"):
         return {host}
+    import socket  # deferred: only an address-only failure among several hosts needs it; start-up counts
+
     try:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except OSError:
