@@ -412,7 +412,7 @@ class HaCluster:
             return f if f is not None and f != before else None
 
         fresh = self.wait_for(renewed, 3 * self.keepalive_s + 2, f"a renewal by {name}")
-        start = fresh[0] - 1.5 * self.keepalive_s
+        start = fresh[0] - trust_s(self.keepalive_s)
         delay = start + phase * self.keepalive_s - time.monotonic()
         if delay > 0:
             time.sleep(delay)
