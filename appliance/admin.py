@@ -8,9 +8,14 @@ Exit statuses are the shell's (0 done, 1 failed, 2 usage).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from appliance.clock import SystemClock
+from appliance.config import config_path, load_config
 from appliance.errors import ApplianceError, ExitStatus
+from appliance.init import initialise
+from appliance.shell.render import render_error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,14 +24,6 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="action", required=True)
     sub.add_parser("init", help="initialise this node: key, ids, local database, schema, credentials (idempotent)")
     args = parser.parse_args(argv)
-
-    import os
-
-    from appliance.clock import SystemClock
-    from appliance.config import config_path, load_config
-    from appliance.init import initialise
-    from appliance.shell.render import render_error
-
     try:
         config = load_config(config_path(args.config, os.environ))
         changed = initialise(config, clock=SystemClock(), say=lambda text: print(f"init: {text}", flush=True))

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,8 +62,6 @@ def identity(config: Config) -> NodeIdentity:
 
     :raises NotConfigured: the node was never initialised.
     """
-    import uuid  # deferred: it loads platform & co, and the shell's start-up imports this module
-
     try:
         node_id = str(uuid.UUID(node_id_path(config).read_text(encoding="ascii").strip()))
     except (OSError, ValueError):

@@ -20,6 +20,7 @@ and what to do.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -405,8 +406,6 @@ def _rollback(
     failures: list[str] = []
     done: list[str] = []
     # Ctrl-C is ignored while the node is being put back: a half-done rollback is worse than a wait.
-    import signal  # deferred: the shell's start-up imports this module, a rollback is rare
-
     with sigint_handled(signal.SIG_IGN):
         for what, action in reversed(journal.undo):
             try:

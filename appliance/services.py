@@ -14,9 +14,9 @@ Every wait is bounded.
 from __future__ import annotations
 
 import os
+import signal
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from appliance.clock import Clock, SystemClock
 from appliance.config import Config, ProcessService
@@ -26,18 +26,10 @@ from appliance.hostname import backend_for
 from appliance.privileged.client import call_helper
 from appliance.proc import run_tool
 
-if TYPE_CHECKING:
-    import signal
-
 ROLES = ("primary", "standby")
-
-
-def _reset_signals() -> tuple[signal.Signals, ...]:
-    """The signals a service gets back at their defaults (the shell ignores some of them)."""
-    import signal  # deferred: the shell's start-up imports this module; services start rarely
-
-    return (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGHUP,
-            signal.SIGTERM, signal.SIGPIPE)
+# Set back to their defaults in a service: ignored signals survive exec, and the shell ignores some.
+_RESET_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGHUP,
+                  signal.SIGTERM, signal.SIGPIPE)
 
 
 class ServiceManager(ABC):
@@ -116,7 +108,7 @@ class ProcessServices(ServiceManager):
                     (os.POSIX_SPAWN_DUP2, 1, 2),
                 ],
                 setsid=True,
-                setsigdef=_reset_signals(),
+                setsigdef=_RESET_SIGNALS,
                 setsigmask=(),
             )
             _write_pid(self._pidfile(service), pid)
@@ -131,8 +123,6 @@ class ProcessServices(ServiceManager):
         if pid is None:
             self._pidfile(service).unlink(missing_ok=True)
             return False
-        import signal
-
         _signal(pid, signal.SIGTERM)
         deadline = self.clock.monotonic() + self.stop_timeout_s
         while _alive(pid) and self.clock.monotonic() < deadline:

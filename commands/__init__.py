@@ -2,6 +2,12 @@
 
 The registry is built from these explicit tuples (no discovery by naming convention), so the
 command set is closed and a golden test (``tests/fixtures/command_table.txt``) pins it.
+
+The one rule on imports here: a command module imports at its top what its *declaration* needs (the
+shell's spec, types and results); a handler imports the core module it calls (the HA store,
+``redirect``'s machinery...) in its body. Every shell start loads every declaration to parse one line,
+and runs one handler; start-up is measured (``bench/shell_startup.py``). The architecture test reads
+these imports too, so they can form no cycle.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from appliance.shell.spec import Registry
 
 
 def build_registry() -> Registry:
-    from commands import execute, ha, redirect, session, system
+    from commands import execute, ha, redirect, session, system  # here: `import commands` stays light
 
     modules = (session, system, execute, redirect, ha)
     groups: dict[str, str] = {}

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 from appliance.errors import NotConfigured
-from appliance.ha import control
-from appliance.ha.report import app_nodes, db_nodes
-from appliance.ha.session import cluster_snapshot
-from appliance.ha.status import status_of
-from appliance.ha.statusfile import read_status
 from appliance.shell.context import Context
 from appliance.shell.result import Result, Table
 from appliance.shell.spec import Args, CommandSpec, Param
@@ -15,6 +10,9 @@ from appliance.shell.types import Choice, Integer, Text
 
 
 def get_nodes(ctx: Context, args: Args) -> Result:
+    from appliance.ha.report import app_nodes, db_nodes  # the HA core loads when an ha command runs
+    from appliance.ha.session import cluster_snapshot
+
     view, active, me = cluster_snapshot(ctx.config)
     apps = app_nodes(view, me)
     dbs = db_nodes(active)
@@ -36,6 +34,10 @@ def get_nodes(ctx: Context, args: Args) -> Result:
 
 
 def get_status(ctx: Context, args: Args) -> Result:
+    from appliance.ha.session import cluster_snapshot
+    from appliance.ha.status import status_of
+    from appliance.ha.statusfile import read_status
+
     view, active, me = cluster_snapshot(ctx.config)
     node = view.node(me.node_id)
     if node is None:
@@ -59,18 +61,24 @@ def get_status(ctx: Context, args: Args) -> Result:
 
 
 def set_keepalive(ctx: Context, args: Args) -> Result:
+    from appliance.ha import control
+
     old = control.set_keepalive(ctx.config, args["seconds"])
     return Result(message=f"Keepalive interval changed from {old:g} s to {args['seconds']} s on every node "
                   "(liveness is judged by the longer of the two while the change spreads).")
 
 
 def switchover(ctx: Context, args: Args) -> Result:
+    from appliance.ha import control
+
     done = control.switchover(ctx.config, args["to"], ctx.env.clock)
     return Result(message=f"Switched over from {done.source} to {done.target} in {done.seconds:.2f} s "
                   f"(epoch {done.epoch}).")
 
 
 def maintenance(ctx: Context, args: Args) -> Result:
+    from appliance.ha import control
+
     on = args["mode"] == "enable"
     control.set_maintenance(ctx.config, on)
     return Result(message="Maintenance mode on: automatic failover is paused cluster-wide." if on
@@ -78,11 +86,15 @@ def maintenance(ctx: Context, args: Args) -> Result:
 
 
 def stop(ctx: Context, args: Args) -> Result:
+    from appliance.ha import control
+
     control.set_admin_state(ctx.config, "stopped")
     return Result(message="This node is taken out of the cluster (STOP); if it was primary, it hands over.")
 
 
 def start(ctx: Context, args: Args) -> Result:
+    from appliance.ha import control
+
     control.set_admin_state(ctx.config, "active")
     return Result(message="This node is back in the cluster (SECOND).")
 

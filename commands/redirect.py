@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from appliance.redirect import Plan, execute, plan_for
-from appliance.services import manager_for
 from appliance.shell.context import Context
 from appliance.shell.result import Stream
 from appliance.shell.spec import Args, CommandSpec, Param, Preview
@@ -11,11 +9,16 @@ from appliance.shell.types import HostList, Identifier, PortList, SchemaPrefix, 
 
 
 def preview(ctx: Context, args: Args) -> Preview:
+    from appliance.redirect import plan_for  # redirect's machinery loads when redirect runs
+
     plan = plan_for(ctx.config, args)
     return Preview(plan.summary(), prepared=plan)
 
 
 def redirect(ctx: Context, args: Args) -> Stream:
+    from appliance.redirect import Plan, execute, plan_for
+    from appliance.services import manager_for
+
     # The pre-flight's plan: what the database may have changed meanwhile (the answer to the question
     # may have taken a while) is checked again under the deployment lock.
     plan = args.prepared if isinstance(args.prepared, Plan) else plan_for(ctx.config, args)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from appliance import __version__, credentials
+from appliance import __version__
 from appliance.errors import ApplianceError
-from appliance.ha.statusfile import read_status
 from appliance.hostname import backend_for
 from appliance.identity import format_duration, hardware_id, uptime_s
-from appliance.node import read_targets
 from appliance.shell.context import Context
 from appliance.shell.result import Result
 from appliance.shell.spec import Args, CommandSpec, Param
@@ -55,6 +53,8 @@ def get_status(ctx: Context, args: Args) -> Result:
 
 def _ha_fields(ctx: Context) -> dict[str, object]:
     """HA and DB fields from this node's own disk (no database round trip: works when the DB is down)."""
+    from appliance.ha.statusfile import read_status  # loaded when the command runs, not at start-up
+    from appliance.node import read_targets
 
     fields: dict[str, object] = {"state": None, "role": None, "epoch": None, "cluster_id": None, "db_target": None}
     try:
@@ -73,6 +73,8 @@ def _ha_fields(ctx: Context) -> dict[str, object]:
 
 
 def rotate_key(ctx: Context, args: Args) -> Result:
+    from appliance import credentials
+
     rotation = credentials.backend_for(ctx.config).rotate_key()
     old, new, count = rotation.previous_key_id, rotation.key_id, rotation.files
     return Result(

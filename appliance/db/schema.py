@@ -13,7 +13,9 @@ state is read again once the lock is held. The lock is freed with the session if
 from __future__ import annotations
 
 import enum
+import hashlib
 import re
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -59,8 +61,6 @@ def latest_version() -> int:
 
 def checksum(upto: int) -> str:
     """sha256 over the SQL of versions 1..upto (file names included), as ``sha256:<hex>``."""
-    import hashlib  # deferred (and uuid below): the shell's start-up imports this module
-
     digest = hashlib.sha256()
     for migration in migrations()[:upto]:
         digest.update(f"{migration.version:03d}_{migration.name}.sql\n".encode())
@@ -230,8 +230,6 @@ def deploy(
     upto = upto or latest_version()
     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
     _apply(conn, schema, 0, upto)
-    import uuid
-
     cluster_id = str(uuid.uuid4())
     sysid = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()
     conn.execute(
@@ -324,8 +322,6 @@ def owns_schema(conn: psycopg.Connection[Any], schema: str) -> bool:
 
 def lock_key(schema: str) -> int:
     """The advisory lock key for deployments and registrations under ``schema`` (signed 64-bit)."""
-    import hashlib
-
     raw = int.from_bytes(hashlib.sha256(f"appliance-deploy:{schema}".encode()).digest()[:8], "big")
     return raw - (1 << 64) if raw >= (1 << 63) else raw
 

@@ -26,6 +26,10 @@ path). The SQL is in :mod:`appliance.ha.pgsql`.
 from __future__ import annotations
 
 import contextlib
+import random
+import selectors
+import threading
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, LiteralString, TypeVar
@@ -63,8 +67,6 @@ from appliance.ha.timing import (
 )
 
 if TYPE_CHECKING:
-    import uuid
-
     import psycopg
     from psycopg import sql
 
@@ -77,8 +79,6 @@ ADMIN_STATES = ("active", "stopped")
 
 def _uuid(value: str | None) -> uuid.UUID | None:
     """``value`` as a UUID, or None when it is not one (node ids are UUIDs in the schema)."""
-    import uuid  # deferred, like threading/selectors/random below: the shell's start-up imports this module
-
     if value is None:
         return None
     try:
@@ -122,8 +122,6 @@ class PgStore(HaStore):
         self._schema = schema
         self._application_name = application_name
         self._timeouts = timeouts or ha_timeouts()
-        import threading
-
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._server: DbTarget = target  # narrowed to the host in use once connected, for messages
@@ -223,8 +221,6 @@ class PgStore(HaStore):
 
         if conn.closed or conn.broken or conn.info.transaction_status != pq.TransactionStatus.IDLE:
             return False
-        import selectors
-
         try:
             with selectors.DefaultSelector() as selector:
                 selector.register(conn.fileno(), selectors.EVENT_READ)
@@ -624,6 +620,4 @@ def _registered_node(row: tuple[Any, ...]) -> RegisteredNode:
 
 
 def _random_priority() -> int:
-    import random
-
     return random.randint(*PRIORITY_RANGE)

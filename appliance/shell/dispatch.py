@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from appliance.config import environ_user
 from appliance.errors import ApplianceError, ConfirmationRefused, ExitStatus, UsageError
 from appliance.masking import MASK, mask_line
 from appliance.shell.audit import AuditLog, AuditRecord
@@ -175,8 +176,6 @@ def _readable_within(stream: Any, seconds: float) -> bool:
 
 
 def _user(environ: Any) -> str:
-    from appliance.config import environ_user
-
     return environ_user(environ)
 
 

@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
+from appliance import __version__
+from appliance.config import Config, config_path, environ_user, load_config
 from appliance.errors import ApplianceError, ExitStatus, UsageError
+from appliance.masking import mask_line
+from appliance.shell.audit import AuditLog, AuditRecord
+from appliance.shell.context import Context
+from appliance.shell.dispatch import Dispatcher
 from appliance.shell.env import Env
-
-if TYPE_CHECKING:
-    from appliance.config import Config
-    from appliance.shell.dispatch import Dispatcher
+from appliance.shell.render import render_error
+from commands import build_registry
 
 USAGE = """usage: appliance-shell [--config PATH] [-c COMMAND]
 
@@ -58,8 +61,6 @@ def _parse_argv(argv: Sequence[str]) -> tuple[str | None, str | None]:
         elif arg in ("-h", "--help"):
             raise _Exit(USAGE, ExitStatus.OK, to_stdout=True)
         elif arg == "--version":
-            from appliance import __version__
-
             raise _Exit(f"appliance-shell {__version__}\n", ExitStatus.OK, to_stdout=True)
         else:
             raise _Exit(f"error: unexpected argument {arg!r}\n{USAGE}", ExitStatus.USAGE)
@@ -80,9 +81,6 @@ def run(argv: Sequence[str], env: Env) -> int:
         return stop.status
     if command is None and env.environ.get("SSH_ORIGINAL_COMMAND"):
         command = env.environ["SSH_ORIGINAL_COMMAND"]
-    from appliance.config import config_path, load_config
-    from appliance.shell.render import render_error
-
     transfer = command is not None and _is_transfer(command)
     try:
         config = load_config(config_path(config_arg, env.environ))
@@ -95,10 +93,6 @@ def run(argv: Sequence[str], env: Env) -> int:
         assert command is not None
         _audit_refused_transfer(config, env, command)
         return ExitStatus.FAILED
-    from appliance.shell.context import Context
-    from appliance.shell.dispatch import Dispatcher
-    from commands import build_registry
-
     registry = build_registry()
     if command is not None:
         ctx = Context(config, env, registry, interactive=False)
@@ -106,16 +100,12 @@ def run(argv: Sequence[str], env: Env) -> int:
     if not env.stdin_isatty:
         ctx = Context(config, env, registry, interactive=False)
         return run_batch(Dispatcher(ctx, "batch"))
-    from appliance.shell.repl import run_repl
+    from appliance.shell.repl import run_repl  # deferred: prompt_toolkit is heavy, and -c never needs it
 
     return run_repl(Context(config, env, registry, interactive=True))
 
 
 def _audit_refused_transfer(config: Config, env: Env, command: str) -> None:
-    from appliance.config import environ_user
-    from appliance.masking import mask_line
-    from appliance.shell.audit import AuditLog, AuditRecord
-
     AuditLog(config, env.stderr).write(AuditRecord(
         time=env.clock.now().isoformat(), user=environ_user(env.environ), origin=env.origin, mode="command",
         line=mask_line(command, ()), status=int(ExitStatus.FAILED), duration_ms=0, accepted=False,
