@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from appliance.errors import NotConfigured
+from appliance.errors import ExitStatus, NotConfigured, Unavailable
 from appliance.shell.context import Context
 from appliance.shell.result import Result, Table
 from appliance.shell.spec import Args, CommandSpec, Param
@@ -10,35 +10,49 @@ from appliance.shell.types import Choice, Integer, Text
 
 
 def get_nodes(ctx: Context, args: Args) -> Result:
-    from appliance.ha.report import app_nodes, db_nodes  # the HA core loads when an ha command runs
-    from appliance.ha.session import cluster_snapshot
+    from appliance.ha.report import app_nodes, cluster_report, db_nodes  # the HA core loads when an ha command runs
 
-    view, active, me = cluster_snapshot(ctx.config)
-    apps = app_nodes(view, me)
-    dbs = db_nodes(active)
+    report = cluster_report(ctx.config)
+    view = report.view
+    apps = app_nodes(view, report.me) if view is not None else []
+    dbs = db_nodes(report.hosts)
     nodes = Table("nodes", ("Name", "Role", "Status", "Last Seen"),
                   [(f"{a.name} (*)" if a.this_node else a.name, a.role, a.status, a.last_seen) for a in apps],
                   title="Node(s):")
     databases = Table("db_nodes", ("Host", "Port", "Role", "Status", "Latency (ms)"),
                       [(d.host, d.port, d.role, d.status, d.latency_ms) for d in dbs], title="DB Node(s):")
+    lines = [f"ALARM: {report.alarm}" + ("" if report.alarm is None else _ALARM_HINT)] if report.alarm else []
+    lines += [f"Note: {report.note}"] if report.note else []
     data = {
         "nodes": [{"name": a.name, "this_node": a.this_node, "role": a.role, "status": a.status, "state": a.state,
                    "last_seen": a.last_seen, "priority": a.priority} for a in apps],
         "db_nodes": [{"host": d.host, "port": d.port, "role": d.role, "status": d.status,
-                      "latency_ms": d.latency_ms} for d in dbs],
-        "epoch": view.lease.epoch,
-        "maintenance": view.maintenance,
-        "keepalive_interval_s": view.keepalive_s,
+                      "latency_ms": d.latency_ms, "timeline": d.timeline} for d in dbs],
+        "epoch": view.lease.epoch if view is not None else None,
+        "maintenance": view.maintenance if view is not None else None,
+        "keepalive_interval_s": view.keepalive_s if view is not None else None,
+        "db_alarm": report.alarm,
+        "note": report.note,
+        "read_from": report.read_from,
     }
-    return Result(tables=(nodes, databases), data=data)
+    return Result(status=ExitStatus.OK if view is not None else ExitStatus.FAILED,
+                  message="\n".join(lines) or None, tables=(nodes, databases), data=data)
+
+
+_ALARM_HINT = (". Stop the stale node, or rejoin it to the new primary as a standby (repmgr node rejoin, or "
+               "pg_rewind), then check again with 'ha get nodes'")
 
 
 def get_status(ctx: Context, args: Args) -> Result:
-    from appliance.ha.session import cluster_snapshot
+    from appliance.ha.report import cluster_report
     from appliance.ha.status import status_of
     from appliance.ha.statusfile import read_status
 
-    view, active, me = cluster_snapshot(ctx.config)
+    report = cluster_report(ctx.config)
+    view, active, me = report.view, report.active, report.me
+    if view is None:
+        raise Unavailable(f"cannot read the cluster's state: {report.alarm or report.note}",
+                          hint="see 'ha get nodes' for every database node and what it answered")
     node = view.node(me.node_id)
     if node is None:
         raise NotConfigured(f"this node ({me.name}) is not registered in cluster {active.cluster_id}",
@@ -50,10 +64,15 @@ def get_status(ctx: Context, args: Args) -> Result:
         ("State", status_of(view, node).value),
         ("Role", "primary" if holder is not None and holder.node_id == me.node_id else "standby"),
         ("Epoch", view.lease.epoch),
+        ("Lease timeline", view.lease.timeline),
         ("Priority", node.priority),
         ("Keepalive (s)", view.keepalive_s),
+        ("DB check (s)", view.db_check_s),
         ("Maintenance", "on" if view.maintenance else "off"),
         ("DB target", active.target.describe() + (" (local)" if active.local else "")),
+        ("DB read from", report.read_from),
+        ("DB alarm", None if report.alarm is None else report.alarm + _ALARM_HINT),
+        ("Note", report.note),
         ("Last heartbeat (s ago)", None if node.heartbeat_age_s is None else round(node.heartbeat_age_s, 1)),
         ("Agent", f"running (pid {agent['pid']}): {agent['reason']}" if agent else "no status (not running?)"),
     )
@@ -66,6 +85,14 @@ def set_keepalive(ctx: Context, args: Args) -> Result:
     old = control.set_keepalive(ctx.config, args["seconds"])
     return Result(message=f"Keepalive interval changed from {old:g} s to {args['seconds']} s on every node "
                   "(liveness is judged by the longer of the two while the change spreads).")
+
+
+def set_db_check(ctx: Context, args: Args) -> Result:
+    from appliance.ha import control
+
+    old = control.set_db_check(ctx.config, args["seconds"])
+    return Result(message=f"DB check interval changed from {old:g} s to {args['seconds']} s on every node "
+                  "(each node asks every database host at least once per keepalive interval anyway).")
 
 
 def switchover(ctx: Context, args: Args) -> Result:
@@ -115,6 +142,16 @@ COMMANDS: tuple[CommandSpec, ...] = (
         set_keepalive, params=(Param("seconds", "interval in seconds", Integer(1, 30, metavar="<SECONDS>"),
                                      flag=False, required=True),),
         changes_state=True, confirm=True,
+    ),
+    CommandSpec(
+        ("ha", "set", "db-check-interval"), "set how often every node asks every database host its role",
+        set_db_check, params=(Param("seconds", "interval in seconds", Integer(1, 30, metavar="<SECONDS>"),
+                                    flag=False, required=True),),
+        changes_state=True, confirm=True,
+        detail="Each agent keeps a connection to every configured database host and asks it, at this\n"
+        "interval or at the keepalive interval if that is shorter, whether it is read-write and on which\n"
+        "timeline. A database failover is followed, and a second read-write node (a split brain) is seen,\n"
+        "within that time. Default 10 s.",
     ),
     CommandSpec(
         ("ha", "switchover"), "hand the primary role to another node now (planned)", switchover,

@@ -43,6 +43,9 @@ class Lease:
     epoch: int  # fencing token: grows with every change of holder
     remaining_s: float | None  # expires_at - now(), by the DB clock; negative once expired; None: never set
     handover_to: str | None  # a planned successor (switchover, clean stop)
+    # The database history (timeline) the epoch was issued on: (timeline, epoch) is the fencing token,
+    # which tells apart epochs issued on two diverged histories after a database split brain.
+    timeline: int | None = None
 
     @property
     def expired(self) -> bool:
@@ -170,6 +173,7 @@ class LeaseRecord:
     holder: str | None
     epoch: int
     expires_at: datetime | None
+    timeline: int | None = None
 
 
 @dataclass(frozen=True)

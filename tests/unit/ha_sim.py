@@ -165,6 +165,9 @@ class SimServices(ServiceManager):
         self.role = None
         return was
 
+    def wanted(self, role: str) -> list[str]:
+        return []
+
     def running(self) -> list[str]:
         return {"primary": ["web", "scheduler"], "standby": ["web"]}.get(self.role or "", [])
 
@@ -176,7 +179,7 @@ class SimFence:
         self.until: float | None = None
         self.epoch: int | None = None
 
-    def grant(self, until_monotonic: float, epoch: int) -> None:
+    def grant(self, until_monotonic: float, epoch: int, timeline: int | None = None) -> None:
         self.until, self.epoch = until_monotonic, epoch
 
     def revoke(self) -> None:
