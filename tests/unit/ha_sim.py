@@ -584,12 +584,16 @@ class Sim:
         node.boots += 1
         node.clock = NodeClock(self, mono_offset=1000.0 * node.boots + 7.25 * len(node_id) * node.boots)
         node.fence = SimFence()
-        node.runtime = Runtime(NodeStore(self, node), node_id, node.services, node.clock, fence=node.fence)
+        node.runtime = Runtime(self.node_store(node), node_id, node.services, node.clock, fence=node.fence)
         node.runtime.start()
         node.state, node.paused, node.deferred, node.stop_requested = "up", False, False, False
         node.stopped_blind = False
         self.log(f"{node_id} boots")
         self._schedule(node, self.t)
+
+    def node_store(self, node: SimNode) -> HaStore:
+        """A node's connection to the store (the database-pair model gives one that chooses a node)."""
+        return NodeStore(self, node)
 
     def crash(self, node_id: str) -> None:
         node = self.nodes[node_id]
