@@ -6,8 +6,10 @@ timeout, not one per host. A node's state comes from :func:`~appliance.ha.status
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from appliance.db.connect import probe
 from appliance.db.errors import DbError
@@ -49,6 +51,27 @@ def app_nodes(view: ClusterView, me: NodeIdentity) -> list[AppNodeRow]:
         )
         for node in view.nodes
     ]
+
+
+def vip_holder(view: ClusterView) -> str | None:
+    """The node that holds the cluster's VIP: the acting primary (it adds the address only while it holds
+    the lease), or None when there is no VIP or no live lease."""
+    holder = view.holder()
+    return holder.name if view.vip and holder is not None else None
+
+
+def nodes_document(view: ClusterView, apps: Sequence[AppNodeRow], dbs: Sequence[DbNodeRow]) -> dict[str, Any]:
+    """The JSON document of ``ha get nodes --json``, also served by the agent's ``GET /cluster``."""
+    return {
+        "nodes": [{"name": a.name, "this_node": a.this_node, "role": a.role, "status": a.status, "state": a.state,
+                   "last_seen": a.last_seen, "priority": a.priority} for a in apps],
+        "db_nodes": [{"host": d.host, "port": d.port, "role": d.role, "status": d.status,
+                      "latency_ms": d.latency_ms} for d in dbs],
+        "epoch": view.lease.epoch,
+        "maintenance": view.maintenance,
+        "keepalive_interval_s": view.keepalive_s,
+        "vip": {"address": view.vip, "holder": vip_holder(view)} if view.vip else None,
+    }
 
 
 def db_nodes(active: ActiveTarget) -> list[DbNodeRow]:
