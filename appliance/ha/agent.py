@@ -9,6 +9,8 @@ decision asks to be woken (at most one keepalive interval). One log line per cha
 * SIGHUP: reload the configuration and credentials.
 * It follows ``redirect``: when the credential set changes on disk, it reconnects to the new target.
 * It writes ``<state_dir>/agent-status.json`` (state, role, epoch...) for ``ha get status``.
+* With ``[health] listen`` it serves the health endpoint and the metrics (:mod:`appliance.ha.exposure`),
+  and it hands the cluster's virtual IP to the VIP holder service (:mod:`appliance.ha.vip`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from appliance.config import Config, config_path, load_config
 from appliance.db.target import DbTarget
 from appliance.errors import ApplianceError, ExitStatus
 from appliance.ha.dbmonitor import DbMonitor, probe_hosts
+from appliance.ha.exposure import Exposure
 from appliance.ha.fence import FileFence
 from appliance.ha.listener import Listener
 from appliance.ha.model import Action, Decision, NodeStatus
@@ -77,7 +80,8 @@ class Agent:
         self.last: tuple[Action, str] | None = None
         self.target: DbTarget | None = None
         self.schema: str | None = None
-        self.monitor = DbMonitor(clock, lambda target: probe_hosts(target, self._timeouts()))
+        self.exposure = Exposure(config)
+        self.monitor = DbMonitor(clock, lambda target: self.exposure.probed(probe_hosts(target, self._timeouts())))
         self.listener: Listener | None = None
 
     def _timeouts(self) -> Any:
@@ -102,9 +106,8 @@ class Agent:
         timeouts = ha_timeouts(keepalive, statement_cap_s=self.config.ha.statement_timeout_s)
         app_name = f"appliance-agent:{me.name}"[:63]
         self.store = PgStore(active.target, active.schema, application_name=app_name, timeouts=timeouts)
-        fence = FileFence(self.config.fence_file)
-        runtime = Runtime(self.store, me.node_id, manager_for(self.config), self.clock, fence=fence,
-                          keepalive_s=keepalive)
+        runtime = Runtime(self.store, me.node_id, manager_for(self.config), self.clock, keepalive_s=keepalive)
+        runtime.fence = self.exposure.fence(FileFence(self.config.fence_file), runtime)
         if previous is None:
             try:
                 runtime.start()
@@ -146,6 +149,7 @@ class Agent:
                 self._write_status(decision)
                 if self.listener is not None:
                     self.listener.close()
+                self.exposure.close()
                 notify("STOPPING=1")
                 return ExitStatus.OK
             if self.reload_requested or self.creds.changed_since(self.generation):
@@ -163,6 +167,7 @@ class Agent:
             self._follow_hostname()
             self._follow_keepalive()
             self._write_status(decision)
+            self.exposure.tick(self.runtime, decision)
             notify("WATCHDOG=1\nSTATUS=" + decision.reason[:200] + ("" if ready else "\nREADY=1"))
             ready = True
             wait = self.runtime.keepalive_s if decision.wake_in_s is None else decision.wake_in_s
@@ -194,6 +199,7 @@ class Agent:
         self.reload_requested = False
         try:
             self.config = load_config(self.config.source) if self.config.source else self.config
+            self.exposure.reconfigure(self.config)
             assert self.runtime is not None
             old_store = self.runtime.store
             self.runtime = self.connect()

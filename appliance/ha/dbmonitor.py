@@ -45,6 +45,7 @@ class HostState:
     port: int
     writable: bool | None
     timeline: int | None = None
+    latency_ms: float | None = None
 
 
 class Outcome(enum.Enum):
@@ -68,7 +69,7 @@ def probe_hosts(target: DbTarget, timeouts: Timeouts) -> list[HostState]:
                          samples=1)
         except DbError:
             return HostState(host, port, None)
-        return HostState(host, port, not info.is_in_recovery, info.timeline)
+        return HostState(host, port, not info.is_in_recovery, info.timeline, info.latency_ms)
 
     pairs = target.host_ports()
     with ThreadPoolExecutor(max_workers=len(pairs)) as pool:
