@@ -94,7 +94,7 @@ class HealthRoutes:
     def standby(self) -> Response:
         record, now = self._record(), self.monotonic()
         ok = False
-        if record is not None and record.view is not None and not record.acting and self.board.fence is None:
+        if record is not None and record.view is not None and not record.acting and self.board.trusted(now) is None:
             me = record.view.node(record.node_id)
             fresh = now - record.ticked_at <= online_window_s(record.keepalive_s)
             ok = fresh and me is not None and me.admin_state == "active" and record.view.online(me) \

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -86,6 +86,7 @@ class Metrics:
     """The registry of one agent: the renewal histogram and the board's figures."""
 
     def __init__(self) -> None:
+        disable_created_metrics()  # no `_created` series: the agent's start time is not a figure anyone reads
         self.registry = CollectorRegistry(auto_describe=False)
         self.renewals = Histogram("appliance_ha_lease_renew_seconds",
                                   "Duration of successful lease renewals (one database round trip)",
