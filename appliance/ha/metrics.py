@@ -86,7 +86,7 @@ class Metrics:
     """The registry of one agent: the renewal histogram and the board's figures."""
 
     def __init__(self) -> None:
-        disable_created_metrics()  # no `_created` series: the agent's start time is not a figure anyone reads
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series: the agent's start time is not a figure anyone reads
         self.registry = CollectorRegistry(auto_describe=False)
         self.renewals = Histogram("appliance_ha_lease_renew_seconds",
                                   "Duration of successful lease renewals (one database round trip)",

@@ -80,14 +80,23 @@ def node_config(base: Path, node: dict[str, Any], keepalive: int, net: netns.Net
     name = node["name"]
     home = base / name
     service, health = node["service"], node["health"]
+    # In its own namespace the service listens on every address there: the node's own (the load
+    # balancer's) and the VIP while the node holds it.
+    bind = ("::" if net.vip and ":" in net.vip else "0.0.0.0") if net is not None else service["host"]
     demo = [sys.executable, "-m", "appliance.ha.demo_service", str(base / "demo.log"),
-            "--listen", _hostport(service["host"], service["port"])]
+            "--listen", _hostport(bind, service["port"])]
+    holder = [sys.executable, "-m", "appliance.ha.vip"]
+    if net is not None:
+        # The services enter the node's namespace themselves: the shell's redirect (outside it) starts
+        # them too, and the VIP must never land on this machine's own interfaces.
+        inside = [str(netns.IP), "netns", "exec", node["netns"]]
+        demo, holder = inside + demo, inside + holder
     services = [("demo", demo, ["primary"])]
     sections: dict[str, dict[str, Any]] = {"health": {"listen": _hostport(health["host"], health["port"])}}
     if net is not None:
         sections["health"]["detail_networks"] = ["127.0.0.0/8", net.control]
     if net is not None and net.vip:
-        services.append(("vip", [sys.executable, "-m", "appliance.ha.vip"], ["primary"]))
+        services.append(("vip", holder, ["primary"]))
         sections["vip"] = {"interface": netns.DEVICE}
     return node_config_text(
         name=name, hardware_id=f"SANDBOX-{name}-{secrets.token_hex(4)}", state_dir=home / "state",
