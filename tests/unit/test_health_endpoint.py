@@ -75,6 +75,14 @@ def ask(server: HttpServer, path: str, method: str = "GET") -> tuple[int, dict[s
         conn.close()
 
 
+def closed_by_server(sock: socket.socket) -> bool:
+    """Closed without an answer: end of file, or a reset (the server closed with our bytes unread)."""
+    try:
+        return sock.recv(100) == b""
+    except ConnectionResetError:
+        return True
+
+
 def test_primary_is_200_only_inside_the_fence_deadline(endpoint) -> None:
     server, metrics, clock, fence = endpoint
     metrics.board.publish(record())
@@ -204,7 +212,7 @@ def test_a_stuck_client_delays_nobody_and_is_dropped(endpoint) -> None:
     assert ask(server, "/health")[0] == 200
     assert time.monotonic() - started < 0.2
     for sock in stuck:  # request_timeout_s = 0.5: each is disconnected, without an answer
-        assert sock.recv(100) == b""
+        assert closed_by_server(sock)
         sock.close()
     assert time.monotonic() - started < 2.0
 
@@ -217,7 +225,7 @@ def test_past_the_connection_cap_the_oldest_is_dropped(endpoint) -> None:
         for sock in stuck:
             sock.sendall(b"GET / HTTP/1.1\r\n")
         assert ask(server, "/health")[0] == 200  # a real check still gets through at once
-        assert stuck[0].recv(100) == b""  # the oldest were evicted
+        assert closed_by_server(stuck[0])  # the oldest were evicted
     finally:
         for sock in stuck:
             sock.close()
