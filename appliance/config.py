@@ -77,6 +77,8 @@ class ToolsConfig:
     # The privileged path of an unprivileged shell or agent: ``sudo -n <privhelper> VERB ARGS``.
     sudo: Path = Path("/usr/bin/sudo")
     privhelper: Path = Path("/usr/libexec/appliance/privhelper")
+    # The virtual IP's holder adds, refreshes and deletes the address with it.
+    ip: Path = Path("/usr/sbin/ip")
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,36 @@ class HaConfig:
 
 
 @dataclass(frozen=True)
+class HealthConfig:
+    """The agent's HTTP endpoint for load balancers and monitoring (:mod:`appliance.ha.health`).
+
+    :param listen: ``HOST:PORT`` (``[V6]:PORT``) to bind; empty: no endpoint.
+    :param max_connections: connections served at once; past it the oldest pending one is dropped.
+    :param request_timeout_s: a client must send its whole request head within this time.
+    :param detail_networks: clients allowed ``/cluster`` and ``/metrics`` (node names, DB hosts); every
+        client may ask ``/primary``, ``/standby`` and ``/health``, which show a role and nothing else.
+    """
+
+    listen: str = ""
+    max_connections: int = 32
+    request_timeout_s: float = 2.0
+    detail_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+
+
+@dataclass(frozen=True)
+class VipConfig:
+    """This node's side of the cluster's virtual IP (the address itself is a cluster setting).
+
+    :param interface: the interface the VIP goes on when this node is primary; empty: never here.
+    :param refresh_announce_s: while holding it, announce it again this often (switch and router
+        caches that missed the burst at takeover); 0: only the burst.
+    """
+
+    interface: str = ""
+    refresh_announce_s: int = 60
+
+
+@dataclass(frozen=True)
 class ProcessService:
     name: str
     command: tuple[str, ...]
@@ -163,6 +195,8 @@ class Config:
     credentials: CredentialsConfig = field(default_factory=CredentialsConfig)
     services: ServicesConfig = field(default_factory=ServicesConfig)
     ha: HaConfig = field(default_factory=HaConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    vip: VipConfig = field(default_factory=VipConfig)
     source: Path | None = None
 
     @property
@@ -273,6 +307,47 @@ def _process_services(value: Any) -> tuple[ProcessService, ...]:
     return tuple(found)
 
 
+def _listen(value: Any) -> str:
+    text = _text(value)
+    if text:
+        split_listen(text)
+    return text
+
+
+def split_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` as (host, port). :raises ValueError: not of that form."""
+    import ipaddress
+
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        ipaddress.ip_address(host)
+        number = int(port) if sep and port.isdigit() else -1
+    except ValueError:
+        number = -1
+    if not 1 <= number <= 65535:
+        raise ValueError('must be "ADDRESS:PORT" (an IP address, "[IPv6]:PORT" for IPv6), or empty')
+    return host, number
+
+
+def _networks(value: Any) -> tuple[str, ...]:
+    import ipaddress
+
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("must be a list of networks (\"10.0.0.0/8\", \"::1/128\")")
+    try:
+        return tuple(str(ipaddress.ip_network(v, strict=False)) for v in value)
+    except ValueError as exc:
+        raise ValueError(f"holds a bad network: {exc}") from None
+
+
+def _interface(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"(?:[A-Za-z0-9_.@-]{1,15})?", value) or value in (".", ".."):
+        raise ValueError("must be empty or an interface name (1-15 letters, digits, '_', '.', '-' or '@')")
+    return value
+
+
 def _seconds(lo: float, hi: float) -> _Check:
     def check(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -326,7 +401,7 @@ def _checks(base: Path) -> dict[str, dict[str, _Check]]:
             "etc_root": path,
             "set_kernel": _boolean,
         },
-        "tools": {"ping": exe, "hostnamectl": exe, "systemctl": exe, "sudo": exe, "privhelper": exe},
+        "tools": {"ping": exe, "hostnamectl": exe, "systemctl": exe, "sudo": exe, "privhelper": exe, "ip": exe},
         "audit": {"target": _choice("auto", "syslog", "file")},
         "database": {
             "name": _identifier,
@@ -362,6 +437,13 @@ def _checks(base: Path) -> dict[str, dict[str, _Check]]:
             "keepalive_interval_s": _int_range(*KEEPALIVE_RANGE_S),
             "statement_timeout_s": _seconds(0, STATEMENT_CAP_S),
         },
+        "health": {
+            "listen": _listen,
+            "max_connections": _int_range(1, 1024),
+            "request_timeout_s": _seconds(0.1, 30),
+            "detail_networks": _networks,
+        },
+        "vip": {"interface": _interface, "refresh_announce_s": _int_range(0, 3600)},
     }
 
 
@@ -377,6 +459,8 @@ _SECTION_TYPES: dict[str, type] = {
     "credentials": CredentialsConfig,
     "services": ServicesConfig,
     "ha": HaConfig,
+    "health": HealthConfig,
+    "vip": VipConfig,
 }
 
 

@@ -9,6 +9,8 @@ decision asks to be woken (at most one keepalive interval). One log line per cha
 * SIGHUP: reload the configuration and credentials.
 * It follows ``redirect``: when the credential set changes on disk, it reconnects to the new target.
 * It writes ``<state_dir>/agent-status.json`` (state, role, epoch...) for ``ha get status``.
+* With ``[health] listen`` it serves the health endpoint and the metrics (:mod:`appliance.ha.exposure`),
+  and it hands the cluster's virtual IP to the VIP holder service (:mod:`appliance.ha.vip`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from appliance.db.target import DbTarget, Timeouts
 from appliance.errors import ApplianceError, ExitStatus
 from appliance.ha.dbmonitor import DbMonitor, FollowedFile, target_key
 from appliance.ha.dbwatch import DbWatch
+from appliance.ha.exposure import Exposure
 from appliance.ha.fence import FileFence
 from appliance.ha.listener import Listener
 from appliance.ha.model import Action, Decision, NodeStatus
@@ -78,6 +81,7 @@ class Agent:
         self.last: tuple[Action, str] | None = None
         self.target: DbTarget | None = None
         self.schema: str | None = None
+        self.exposure = Exposure(config)
         self.monitor: DbMonitor | None = None
         self.listener: Listener | None = None
 
@@ -110,17 +114,15 @@ class Agent:
         # A new monitor for every connection: another database (redirect) starts with its own memory.
         if self.monitor is not None:
             self.monitor.close()
-        watch = None
-        if len(active.target.host_ports()) > 1:
-            watch = DbWatch(active.target, application_name=f"appliance-agent:{me.name}:watch"[:63],
-                            timeouts=self._timeouts, interval=self._db_poll_s, on_change=self.wake.set)
+        multi = len(active.target.host_ports()) > 1
+        watch = DbWatch(active.target, application_name=f"appliance-agent:{me.name}:watch"[:63],
+                        timeouts=self._timeouts, interval=self._db_poll_s, on_change=self.wake.set)
         self.monitor = monitor = DbMonitor(watch, FollowedFile(self.config.paths.state_dir),
-                                           target_key(active.target, active.schema))
+                                           target_key(active.target, active.schema), multi=multi)
         self.store = PgStore(active.target, active.schema, application_name=app_name, timeouts=timeouts,
-                             pick_host=monitor.pick_writer if watch is not None else None)
-        fence = FileFence(self.config.fence_file)
-        runtime = Runtime(self.store, me.node_id, manager_for(self.config), self.clock, fence=fence,
-                          keepalive_s=keepalive)
+                             pick_host=monitor.pick_writer if multi else None)
+        runtime = Runtime(self.store, me.node_id, manager_for(self.config), self.clock, keepalive_s=keepalive)
+        runtime.fence = self.exposure.fence(FileFence(self.config.fence_file), runtime)
         monitor.attach(runtime)
         if previous is None:
             try:
@@ -166,12 +168,14 @@ class Agent:
                     self.listener.close()
                 if self.monitor is not None:
                     self.monitor.close()
+                self.exposure.close()
                 notify("STOPPING=1")
                 return ExitStatus.OK
             if self.reload_requested or self.creds.changed_since(self.generation):
                 self._reload()
             assert self.monitor is not None
             self.monitor.check()
+            self.exposure.probed(self.monitor.hosts)
             try:
                 decision = self.runtime.tick()
             except ApplianceError as exc:
@@ -183,6 +187,7 @@ class Agent:
             self._follow_hostname()
             self._follow_keepalive()
             self._write_status(decision)
+            self.exposure.tick(self.runtime, decision)
             notify("WATCHDOG=1\nSTATUS=" + decision.reason[:200] + ("" if ready else "\nREADY=1"))
             ready = True
             wait = self.runtime.keepalive_s if decision.wake_in_s is None else decision.wake_in_s
@@ -214,6 +219,7 @@ class Agent:
         self.reload_requested = False
         try:
             self.config = load_config(self.config.source) if self.config.source else self.config
+            self.exposure.reconfigure(self.config)
             assert self.runtime is not None
             old_store = self.runtime.store
             self.runtime = self.connect()

@@ -14,7 +14,8 @@ The node followed last is remembered on the node's own disk (``<state_dir>/db-fo
 first by ``redirect``), so an agent that restarts during a split brain still knows which node is
 current. Leaving a time of writing to neither opens the same grace window as a database failover.
 
-A single-host target has nothing to choose: the monitor does nothing, the store connects as it is told.
+A single-host target has nothing to choose: the store connects as it is told, and the monitor only keeps
+the host's latest answer (for the metrics).
 """
 
 from __future__ import annotations
@@ -77,10 +78,12 @@ class FollowedFile:
 
 
 class DbMonitor:
-    """The database-node monitor of one agent (a no-op for a single-host target)."""
+    """The database-node monitor of one agent. For a single-host target it only keeps the host's latest
+    answer (for the metrics): there is nothing to choose."""
 
-    def __init__(self, watch: DbWatch | None, followed_file: FollowedFile, key: str) -> None:
+    def __init__(self, watch: DbWatch | None, followed_file: FollowedFile, key: str, *, multi: bool = True) -> None:
         self.watch = watch
+        self.multi = multi and watch is not None
         self.file, self.key = followed_file, key
         self.followed = followed_file.load(key)
         self.alarm: str | None = None  # shown to the admin while the database is split
@@ -95,6 +98,8 @@ class DbMonitor:
         if self.watch is None:
             return Outcome.NOTHING
         self.hosts = self.watch.states()
+        if not self.multi:
+            return Outcome.NOTHING
         return self._apply(self._choose(self.hosts), reconnect=True)
 
     def pick_writer(self) -> tuple[str, int]:

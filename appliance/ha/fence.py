@@ -30,6 +30,15 @@ class FileFence:
         self.path.unlink(missing_ok=True)
 
 
+def read_fence(path: Path) -> tuple[float, int] | None:
+    """The fence's (monotonic deadline, epoch), or None when there is none (revoked, never granted)."""
+    try:
+        doc = json.loads(path.read_text())
+        return float(doc["until"]), int(doc["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def may_act(path: Path) -> tuple[bool, int | None]:
     """For a primary-only service: may it act now, and under which epoch (the fencing token)?"""
     try:

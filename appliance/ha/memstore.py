@@ -104,7 +104,8 @@ class InMemoryStore(HaStore):
                            keepalive,
                            self.settings.get(Setting.MAINTENANCE) == "on",
                            judge_keepalive_s=judge_keepalive_s(keepalive, previous),
-                           db_check_s=float(self.settings[Setting.DB_CHECK]))
+                           db_check_s=float(self.settings[Setting.DB_CHECK]),
+                           vip=self.settings.get(Setting.VIP) or None)
 
     def try_acquire(self, node_id: str, expected_epoch: int, ttl_s: float) -> int | None:
         with self._lock:

@@ -64,6 +64,7 @@ class ClusterView:
     # keepalive interval propagates, so nobody is judged dead by a node that has not adopted it yet.
     judge_keepalive_s: float | None = None
     db_check_s: float = DEFAULT_KEEPALIVE_S  # how often each node probes the configured database hosts
+    vip: str | None = None  # the cluster's virtual IP (ADDRESS/PREFIX), held by the acting primary
 
     def node(self, node_id: str) -> NodeState | None:
         return next((n for n in self.nodes if n.node_id == node_id), None)

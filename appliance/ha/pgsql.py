@@ -34,7 +34,7 @@ SNAPSHOT_LEASE: LiteralString = (
 
 SNAPSHOT_SETTINGS: LiteralString = (
     "SELECT key, value, extract(epoch FROM now() - updated_at)::float8 FROM {s}.cluster_settings"
-    " WHERE key IN ('keepalive_interval_s', 'keepalive_previous_s', 'maintenance', 'db_check_interval_s')"
+    " WHERE key IN ('keepalive_interval_s', 'keepalive_previous_s', 'maintenance', 'db_check_interval_s', 'vip')"
 )
 NODE_EXISTS: LiteralString = "SELECT 1 FROM {s}.nodes WHERE node_id = %s FOR KEY SHARE"
 # The compare-and-set of the contract. The new epoch is bound to the timeline of the node it is written

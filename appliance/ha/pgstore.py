@@ -352,7 +352,9 @@ class PgStore(HaStore):
         )
         db_check = float(settings.get(Setting.DB_CHECK, ("10", 0.0))[0])
         judge = judge_keepalive_s(keepalive, None if previous is None else (self._keepalive(previous[0]), previous[1]))
-        return ClusterView(nodes, lease, keepalive, maintenance, judge_keepalive_s=judge, db_check_s=db_check)
+        vip = settings.get(Setting.VIP, ("", 0.0))[0] or None
+        return ClusterView(nodes, lease, keepalive, maintenance, judge_keepalive_s=judge, db_check_s=db_check,
+                           vip=vip)
 
     def _no_lease_row(self) -> StoreUnavailable:
         return StoreUnavailable(

@@ -10,8 +10,10 @@ that answers, a standby included, and a note says so. A node's state comes from
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from appliance.config import Config
 from appliance.ha.dbnodes import HostState
@@ -114,3 +116,28 @@ def db_nodes(hosts: list[HostState]) -> list[DbNodeRow]:
                   None if h.latency_ms is None else round(h.latency_ms, 1), h.timeline)
         for h in hosts
     ]
+
+
+def vip_holder(view: ClusterView) -> str | None:
+    """The node that holds the cluster's VIP: the acting primary (it adds the address only while it holds
+    the lease), or None when there is no VIP or no live lease."""
+    holder = view.holder()
+    return holder.name if view.vip and holder is not None else None
+
+
+def nodes_document(view: ClusterView | None, apps: Sequence[AppNodeRow], dbs: Sequence[DbNodeRow], *,
+                   alarm: str | None = None, note: str | None = None, read_from: str | None = None) -> dict[str, Any]:
+    """The JSON document of ``ha get nodes --json``, also served by the agent's ``GET /cluster``."""
+    return {
+        "nodes": [{"name": a.name, "this_node": a.this_node, "role": a.role, "status": a.status, "state": a.state,
+                   "last_seen": a.last_seen, "priority": a.priority} for a in apps],
+        "db_nodes": [{"host": d.host, "port": d.port, "role": d.role, "status": d.status,
+                      "latency_ms": d.latency_ms, "timeline": d.timeline} for d in dbs],
+        "epoch": view.lease.epoch if view is not None else None,
+        "maintenance": view.maintenance if view is not None else None,
+        "keepalive_interval_s": view.keepalive_s if view is not None else None,
+        "vip": {"address": view.vip, "holder": vip_holder(view)} if view is not None and view.vip else None,
+        "db_alarm": alarm,
+        "note": note,
+        "read_from": read_from,
+    }

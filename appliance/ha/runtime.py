@@ -7,6 +7,7 @@ sleeps; the caller waits ``decision.wake_in_s`` (bounded by the keepalive interv
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
 
@@ -40,6 +41,7 @@ class Runtime:
         self.renewed_at: float | None = None  # monotonic start of the last successful renewal
         self.store_lost = False  # the last snapshot failed (not merely: none taken yet)
         self.services_missing: list[str] = []  # services of this node's role that do not run (and would not start)
+        self.on_renewal: Callable[[float, bool], None] | None = None  # (seconds, renewed): for the metrics
 
     @property
     def node_id(self) -> str:
@@ -165,6 +167,7 @@ class Runtime:
         try:
             renewed = self.store.renew(self.node_id, decision.expected_epoch, lease_ttl_s(self.keepalive_s))
         except (StoreUnavailable, NotRegistered):
+            self._observe_renewal(started, False)
             if self.local.acting and not self._trusted():
                 self.step_down()
                 return Decision(Action.DEMOTE, "renewal failed and the trust window has ended: stepping down",
@@ -175,6 +178,7 @@ class Runtime:
                                 wake_in_s=max(0.0, min(1.0, left)))
             return Decision(Action.STAY, "could not confirm the lease (database unavailable)",
                             wake_in_s=min(1.0, self.keepalive_s))
+        self._observe_renewal(started, renewed)
         if not renewed:
             self.step_down()
             return Decision(Action.DEMOTE, "the lease was lost (not renewed): stepping down")
@@ -214,6 +218,10 @@ class Runtime:
         self._act()
         return self._paced(Decision(Action.ACQUIRE, f"{decision.reason}; now primary (epoch {epoch})",
                                     expected_epoch=epoch))
+
+    def _observe_renewal(self, started: float, renewed: bool) -> None:
+        if self.on_renewal is not None:
+            self.on_renewal(self.clock.monotonic() - started, renewed)
 
     def _trusted(self) -> bool:
         until = self.local.trusted_until

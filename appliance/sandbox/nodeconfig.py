@@ -25,21 +25,26 @@ def node_config_text(
     local_user: str = "appliance",
     database: Mapping[str, int] | None = None,
     ha: Mapping[str, int | float] | None = None,
+    sections: Mapping[str, Mapping[str, str | int | float | list[str]]] | None = None,
+    local_host: str = "127.0.0.1",
     header: str = "",
 ) -> str:
     """TOML for one node; ``services`` are ``(name, argv, roles)``; ``database`` and ``ha`` override keys
-    of those sections."""
+    of those sections; ``sections`` adds whole sections (``{"health": {"listen": "127.0.0.1:8008"}}``)."""
     lines = [f"# {header}" if header else "# A node of a multi-node setup on one machine.",
              "[node]", f'default_hostname = "{name}"', f'hardware_id = "{hardware_id}"',
              "[paths]", f'state_dir = "{state_dir}"',
              "[hostname]", 'backend = "file"',
              "[audit]", 'target = "file"',
-             "[local_db]", 'host = "127.0.0.1"', f"port = {local_port}", f'name = "{local_db}"',
+             "[local_db]", f'host = "{local_host}"', f"port = {local_port}", f'name = "{local_db}"',
              f'user = "{local_user}"', f'admin_user = "{admin_user}"', f'admin_password_file = "{admin_password_file}"']
     if database:
         lines += ["[database]", *(f"{key} = {value}" for key, value in database.items())]
     if ha:
         lines += ["[ha]", *(f"{key} = {value}" for key, value in ha.items())]
+    for section, keys in (sections or {}).items():
+        # JSON's strings, numbers and lists of strings are TOML's too.
+        lines += [f"[{section}]", *(f"{key} = {json.dumps(value)}" for key, value in keys.items())]
     lines += ["[services]", 'backend = "process"', "stop_timeout_s = 5"]
     for service, argv, roles in services:
         lines += ["[[services.process]]", f'name = "{service}"', f"command = {json.dumps(list(argv))}",

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 
 SHELL = "/usr/local/bin/appliance-shell"
 HELPER = "/usr/libexec/appliance/privhelper"
-OUR_UNITS = ("appliance-agent.service", "appliance-firstboot.service", "appliance-demo.service")
+OUR_UNITS = ("appliance-agent.service", "appliance-firstboot.service", "appliance-demo.service",
+             "appliance-vip.service")
 
 
 @pytest.fixture(scope="module")
