@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("appliance.agent")
 
+QUIET_WAIT_S = 0.3  # how long a reconnect waits for a host that did not answer last time either
+
 # Recovery state, timeline and system identifier in one round trip. The timeline of a primary is read
 # from its current WAL file name (exact right after a promotion); a standby's from its last restartpoint.
 _STATE_SQL = (
@@ -157,7 +159,12 @@ class DbWatch:
 
     def fresh_states(self) -> list[HostState]:
         """Every host asked again now; waits for the answers, at most one connect plus one statement timeout.
-        A host that has not answered by then counts as not answering."""
+
+        A host that did not answer last time either (a dead or black-holed machine: its watcher may be
+        stuck in a connect timeout) is given only ``QUIET_WAIT_S``: its "not answering" is recent, and the
+        HA loop waiting for it would cost the primary its trust window. A host that has not answered by
+        its deadline counts as not answering.
+        """
         since = time.monotonic()
         for watcher in self.watchers:
             watcher.poll_now()
@@ -165,7 +172,10 @@ class DbWatch:
         deadline = since + timeouts.effective_connect_timeout + timeouts.statement_timeout + 0.5
         fresh = []
         for watcher in self.watchers:
-            if watcher.wait_polled_after(since, deadline):
+            quiet = not watcher.state.reachable and watcher.polled_at > 0
+            if watcher.wait_polled_after(since, min(deadline, since + QUIET_WAIT_S) if quiet else deadline):
+                fresh.append(watcher.state)
+            elif quiet:
                 fresh.append(watcher.state)
             else:
                 fresh.append(HostState(watcher.host, watcher.port, False, error="no answer in time"))
