@@ -42,6 +42,7 @@ from appliance.ha.statusfile import status_path, write_status
 from appliance.ha.store import NotRegistered, StoreUnavailable
 from appliance.ha.timing import ha_timeouts
 from appliance.hostname import backend_for
+from appliance.names import check_node_name
 from appliance.node import identity, read_targets
 from appliance.services import manager_for
 
@@ -209,9 +210,9 @@ class Agent:
         try:
             name = backend_for(self.config).get()
             if name and name != me.name:
-                runtime.store.rename(runtime.node_id, name)
+                runtime.store.rename(runtime.node_id, check_node_name(name))  # the registry's rule (schema v4)
                 logger.info("this node is now called %s (was %s)", name, me.name)
-        except (ApplianceError, OSError) as exc:
+        except (ApplianceError, OSError, ValueError) as exc:
             if not isinstance(exc, StoreUnavailable | NotRegistered):
                 logger.warning("cannot read or record this node's name: %s", exc)
 
@@ -247,6 +248,7 @@ class Agent:
             "epoch": runtime.local.epoch,
             "priority": me.priority if me else None,
             "keepalive_s": runtime.keepalive_s,
+            "nodes": [node.name for node in view.nodes] if view else [],  # for Tab after ha switchover --to
             "decision": decision.action.value,
             "reason": decision.reason,
             "services_missing": runtime.services_missing,

@@ -65,6 +65,7 @@ from appliance.ha.timing import (
     lease_ttl_s,
     previous_to_record,
 )
+from appliance.names import node_name_from_db
 
 if TYPE_CHECKING:
     import psycopg
@@ -329,7 +330,7 @@ class PgStore(HaStore):
         nodes = tuple(
             NodeState(
                 node_id=str(r[0]),
-                name=str(r[1]),
+                name=node_name_from_db(r[1], str(r[0])),  # checked again: rows may predate schema v4
                 priority=int(r[2]),
                 role=str(r[3]),
                 admin_state=str(r[4]),
