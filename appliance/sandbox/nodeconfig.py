@@ -23,7 +23,7 @@ def node_config_text(
     services: Sequence[tuple[str, Sequence[str], Sequence[str]]],
     local_db: str = "appliance",
     local_user: str = "appliance",
-    database: Mapping[str, int] | None = None,
+    database: Mapping[str, int | str] | None = None,
     ha: Mapping[str, int | float] | None = None,
     sections: Mapping[str, Mapping[str, str | int | float | list[str]]] | None = None,
     local_host: str = "127.0.0.1",
@@ -39,7 +39,7 @@ def node_config_text(
              "[local_db]", f'host = "{local_host}"', f"port = {local_port}", f'name = "{local_db}"',
              f'user = "{local_user}"', f'admin_user = "{admin_user}"', f'admin_password_file = "{admin_password_file}"']
     if database:
-        lines += ["[database]", *(f"{key} = {value}" for key, value in database.items())]
+        lines += ["[database]", *(f"{key} = {json.dumps(value)}" for key, value in database.items())]
     if ha:
         lines += ["[ha]", *(f"{key} = {value}" for key, value in ha.items())]
     for section, keys in (sections or {}).items():
