@@ -20,7 +20,9 @@ class ExitStatus(IntEnum):
     FAILED = 1  # the command ran and failed (including internal errors)
     USAGE = 2  # usage or validation error: nothing was executed
     NOT_CONFIRMED = 3  # confirmation needed but not given (no terminal and no --yes, or answered no)
+    HANGUP = 129  # the session hung up during the command (SIGHUP): interrupted like Ctrl-C
     INTERRUPTED = 130  # Ctrl-C / SIGINT
+    TERMINATED = 143  # SIGTERM during the command: interrupted like Ctrl-C
 
 
 class ApplianceError(Exception):

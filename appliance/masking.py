@@ -106,10 +106,3 @@ def _glued_value(line: str, word: Word, name: str, rest: str) -> tuple[int, int,
         cut = 2 + len(name) + (1 if rest.startswith("=") and raw[2 + len(name) : 3 + len(name)] == "=" else 0)
         return word.start + cut, word.end, MASK
     return word.start, word.end, MASK  # quotes or escapes inside the name: the whole word goes
-
-
-def printable(line: str) -> str:
-    """Escape what a terminal could act on (:func:`appliance.safetext.safe`), for audit and history."""
-    from appliance.safetext import safe
-
-    return safe(line)

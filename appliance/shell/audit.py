@@ -1,9 +1,14 @@
-"""Audit: one record for every command line accepted or refused, secrets masked.
+"""Audit: a record for every command line accepted or refused, secrets masked.
 
 Records go to syslog/journald (``/dev/log``, facility authpriv) when it exists, else append to a
-JSON-lines file in the state dir (mode 0600). A record is written after the command finishes so it
-carries the exit status and duration; a command that never returns (the process is killed) is
-still in the journal through the agent's and sshd's own records.
+JSON-lines file in the state dir (mode 0600). Every line gets an ``end`` record written after the
+command finishes, carrying its exit status, duration and outcome (finished, failed, interrupted,
+refused); a command that changes the node also gets a ``start`` record just before its handler runs,
+so a change cut short by a SIGKILL still left a trace. A hang-up (SIGHUP) or SIGTERM interrupts a
+command the way Ctrl-C does, so its ``end`` record is written too (outcome ``interrupted``).
+
+The line is masked before it gets here and escaped here (:func:`appliance.safetext.safe`). An
+over-long line is never masked whole: its record holds a masked prefix and its ``length``.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from pathlib import Path
 from typing import IO
 
 from appliance.config import Config
-from appliance.masking import printable
+from appliance.safetext import safe
 
 SYSLOG_SOCKET = Path("/dev/log")
 
@@ -26,16 +31,21 @@ class AuditRecord:
     user: str
     origin: str
     mode: str  # interactive | command | batch
-    line: str  # masked and escaped
-    status: int
+    line: str  # masked and escaped; for an over-long line, a masked prefix (see ``length``)
+    status: int | None  # None in a start record
     duration_ms: int
     accepted: bool  # False: refused before running (usage error, forbidden input)
+    event: str = "end"  # start | end
+    outcome: str = "finished"  # started | finished | failed | interrupted | refused
+    length: int | None = None  # the whole line's length, when ``line`` holds only a prefix
 
     def as_text(self) -> str:
         verdict = "accepted" if self.accepted else "refused"
+        length = "" if self.length is None else f" length={self.length}"
         return (
-            f"user={self.user} origin={self.origin} mode={self.mode} {verdict} status={self.status} "
-            f"duration_ms={self.duration_ms} line={json.dumps(self.line)}"
+            f"user={self.user} origin={self.origin} mode={self.mode} {verdict} event={self.event} "
+            f"outcome={self.outcome} status={self.status} duration_ms={self.duration_ms}{length} "
+            f"line={json.dumps(self.line)}"
         )
 
 
@@ -50,7 +60,7 @@ class AuditLog:
         self._warned = False
 
     def write(self, record: AuditRecord) -> None:
-        record = AuditRecord(**{**asdict(record), "line": printable(record.line)})
+        record = AuditRecord(**{**asdict(record), "line": safe(record.line)})
         try:
             if self.target == "syslog":
                 import syslog
@@ -62,7 +72,7 @@ class AuditLog:
         except OSError as exc:
             if not self._warned:
                 self._warned = True
-                self._warn.write(f"warning: cannot write the audit record to {self.path}: {exc.strerror}\n")
+                self._warn.write(safe(f"warning: cannot write the audit record to {self.path}: {exc.strerror}") + "\n")
 
     def _append(self, text: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)

@@ -1,17 +1,24 @@
 """Help, ``?`` context help and Tab completion candidates, all derived from the registry.
 
 Pure functions over a :class:`~appliance.shell.spec.Registry` and a line of text; the prompt_toolkit
-glue in :mod:`appliance.shell.repl` only calls them.
+glue in :mod:`appliance.shell.repl` only calls them. Given the node's configuration, a parameter's
+values known only at run time (:meth:`~appliance.shell.types.ParamType.suggestions`: the cluster's
+node names) are offered too; they are looked up only when Tab or ``?`` is pressed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from appliance.errors import UsageError
 from appliance.shell.parse import flag_name
 from appliance.shell.spec import CommandSpec, Node, Param, Registry
 from appliance.shell.tokenize import Word, split_words
+from appliance.shell.types import ParamType
+
+if TYPE_CHECKING:
+    from appliance.config import Config
 
 
 @dataclass(frozen=True)
@@ -41,16 +48,20 @@ def _commands_below(node: Node) -> list[CommandSpec]:
     return found
 
 
-def _param_candidates(spec: CommandSpec, after: list[Word]) -> list[Candidate]:
+def _values(param: Param, config: Config | None) -> list[Candidate]:
+    """What may be typed as ``param``'s value: its choices (fixed or looked up now), else its metavar."""
+    kind: ParamType | None = param.type
+    assert kind is not None
+    return [Candidate(c, param.help) for c in kind.suggestions(config)] or [Candidate(kind.metavar, param.help)]
+
+
+def _param_candidates(spec: CommandSpec, after: list[Word], config: Config | None) -> list[Candidate]:
     given = {flag_name(w.text).split("=", 1)[0] for w in after if w.text.startswith("--") and not w.quoted}
     found: list[Candidate] = []
     positional_count = _positionals_given(spec, after)
     positionals = spec.positionals()
     if positional_count < len(positionals):
-        param = positionals[positional_count]
-        assert param.type is not None
-        choices = param.type.choices()
-        found.extend([Candidate(c, param.help) for c in choices] or [Candidate(param.type.metavar, param.help)])
+        found.extend(_values(positionals[positional_count], config))
     for param in spec.flags().values():
         if param.name not in given:
             found.append(Candidate(param.option, _flag_meta(param)))
@@ -91,7 +102,7 @@ def _complete(spec: CommandSpec, after: list[Word]) -> bool:
     return all(any(name in given for name in group) for group in spec.one_of)
 
 
-def candidates(registry: Registry, line: str) -> tuple[list[Candidate], str]:
+def candidates(registry: Registry, line: str, config: Config | None = None) -> tuple[list[Candidate], str]:
     """What may come next on ``line``: the candidates and the partial word they would replace.
 
     A line ending in a space asks for the next word; otherwise the last word is being typed and
@@ -114,13 +125,8 @@ def candidates(registry: Registry, line: str) -> tuple[list[Candidate], str]:
         if after and not after[-1].quoted:
             param = node.command.flags().get(flag_name(after[-1].text))
             if after[-1].text.startswith("--") and param is not None and not param.is_switch:
-                assert param.type is not None
-                choices = param.type.choices()
-                found = [Candidate(c, param.help) for c in choices] or [
-                    Candidate(param.type.metavar, param.help)
-                ]
-                return _filter(found, typing), typing
-        found.extend(_param_candidates(node.command, after))
+                return _filter(_values(param, config), typing), typing
+        found.extend(_param_candidates(node.command, after, config))
     return _filter(found, typing), typing
 
 
@@ -137,9 +143,9 @@ def _filter(found: list[Candidate], typing: str) -> list[Candidate]:
     return keep
 
 
-def context_help(registry: Registry, line: str) -> str:
+def context_help(registry: Registry, line: str, config: Config | None = None) -> str:
     """The text shown when ``?`` is typed: what may come next, one per line, with explanations."""
-    found, typing = candidates(registry, line)
+    found, typing = candidates(registry, line, config)
     if not found:
         if typing or line.strip():
             return "% no match: nothing valid can follow here (type 'help')"
@@ -148,9 +154,9 @@ def context_help(registry: Registry, line: str) -> str:
     return "\n".join(f"  {c.text.ljust(width)}  {c.meta}" for c in found)
 
 
-def completions(registry: Registry, line: str) -> tuple[list[Candidate], str]:
+def completions(registry: Registry, line: str, config: Config | None = None) -> tuple[list[Candidate], str]:
     """Tab completion: only insertable candidates (no ``<HOST>`` placeholders)."""
-    found, typing = candidates(registry, line)
+    found, typing = candidates(registry, line, config)
     return [c for c in found if not c.text.startswith("<")], typing
 
 
@@ -180,7 +186,7 @@ def command_help(spec: CommandSpec) -> str:
         for p in params:
             label = p.option if p.flag else p.type.metavar  # type: ignore[union-attr]
             kind = "" if p.is_switch else f"{p.type.describe()}; "  # type: ignore[union-attr]
-            default = f"; default {p.default}" if p.default not in (None, False) else ""
+            default = f"; default {_default_text(p.default)}" if p.default not in (None, False) else ""
             required = "; required" if p.required else ""
             lines.append(f"  {label.ljust(width)}  {kind}{p.help}{required}{default}")
     for group in spec.one_of:
@@ -188,3 +194,10 @@ def command_help(spec: CommandSpec) -> str:
     if spec.confirm:
         lines += ["", "Asks 'Do you want to continue? (y/n)' unless --yes is given."]
     return "\n".join(lines)
+
+
+def _default_text(value: object) -> str:
+    """A default as the user would type it: ``5432``, ``a,b``; never a Python tuple."""
+    if isinstance(value, tuple | list):
+        return ",".join(str(v) for v in value)
+    return str(value)

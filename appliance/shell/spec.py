@@ -27,10 +27,16 @@ Handler = Callable[["Context", "Args"], "Outcome"]
 class Preview:
     """What a pre-flight found: ``text`` to show above the confirmation question (None: nothing), and
     what it ``prepared`` for the handler (a plan), which the handler gets as ``args.prepared`` so that
-    nothing is checked twice."""
+    nothing is checked twice.
+
+    Every command that asks for confirmation says what will change (old -> new) this way. The text is
+    shown only when the question is asked, unless ``always`` (a plan with warnings the admin must see
+    even with ``--yes``, such as ``redirect``'s).
+    """
 
     text: str | None
     prepared: Any = None
+    always: bool = False
 
 
 # Runs before the confirmation question without changing anything (checks, a summary of what will
