@@ -7,10 +7,8 @@ absolute path from the configuration, and children get a fixed, minimal environm
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from appliance.errors import CommandFailed, NotConfigured
 
@@ -48,22 +46,3 @@ def run_tool(tool: Path, args: Sequence[str], *, timeout_s: float) -> str:
         reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[0]
         raise CommandFailed(f"{tool.name} failed: {reason}")
     return done.stdout
-
-
-@contextmanager
-def sigint_handled(handler: Callable[[int, Any], Any] | int) -> Iterator[None]:
-    """Handle SIGINT (Ctrl-C) with ``handler`` (or ``signal.SIG_IGN``) for the block, then restore it.
-
-    Outside the main thread signals cannot be changed; the block then runs with the handler as it was.
-    """
-    import signal
-
-    try:
-        previous = signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)

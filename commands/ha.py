@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from appliance.config import Config
 from appliance.errors import ExitStatus, NotConfigured, Unavailable
 from appliance.shell.context import Context
 from appliance.shell.result import Result, Table
-from appliance.shell.spec import Args, CommandSpec, Param
-from appliance.shell.types import Choice, Integer, Text, VipAddress
+from appliance.shell.spec import Args, CommandSpec, Param, Preview
+from appliance.shell.types import Choice, Integer, NodeName, VipAddress
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return None if moment is None else moment.astimezone(UTC)
 
 
 def get_nodes(ctx: Context, args: Args) -> Result:
@@ -16,8 +24,9 @@ def get_nodes(ctx: Context, args: Args) -> Result:
     view = report.view
     apps = app_nodes(view, report.me) if view is not None else []
     dbs = db_nodes(report.hosts)
-    nodes = Table("nodes", ("Name", "Role", "Status", "Last Seen"),
-                  [(f"{a.name} (*)" if a.this_node else a.name, a.role, a.status, a.last_seen) for a in apps],
+    nodes = Table("nodes", ("Name", "Role", "State", "Status", "Last Seen (UTC)"),
+                  [(f"{a.name} (*)" if a.this_node else a.name, a.role, a.state, a.status, _utc(a.last_seen))
+                   for a in apps],
                   title="Node(s):")
     databases = Table("db_nodes", ("Host", "Port", "Role", "Status", "Latency (ms)"),
                       [(d.host, d.port, d.role, d.status, d.latency_ms) for d in dbs], title="DB Node(s):")
@@ -72,6 +81,92 @@ def get_status(ctx: Context, args: Args) -> Result:
         ("VIP", describe_vip(ctx.config, view.vip)),
     )
     return Result(fields=fields)
+
+
+# --- what a confirmed command will change (shown above the question) ---------------------------------
+
+
+def _change(what: str, old: object, new: object, note: str = "") -> str:
+    line = f"{what}: {old} -> {new}" if old != new else f"{what}: {old} (unchanged)"
+    return line + (f" ({note})" if note else "")
+
+
+def preview_keepalive(ctx: Context, args: Args) -> Preview:
+    from appliance.ha.session import cluster_snapshot
+
+    view, _active, _me = cluster_snapshot(ctx.config)
+    return Preview(_change("Keepalive interval", f"{view.keepalive_s:g} s", f"{args['seconds']} s",
+                           "cluster-wide: every node follows"))
+
+
+def preview_db_check(ctx: Context, args: Args) -> Preview:
+    from appliance.ha.session import cluster_snapshot
+
+    view, _active, _me = cluster_snapshot(ctx.config)
+    return Preview(_change("DB check interval", f"{view.db_check_s:g} s", f"{args['seconds']} s",
+                           "cluster-wide: every node follows"))
+
+
+def preview_vip(ctx: Context, args: Args) -> Preview:
+    from appliance.ha.session import cluster_snapshot
+
+    view, _active, _me = cluster_snapshot(ctx.config)
+    new = args.get("address")  # None: ha unset vip
+    return Preview(_change("Virtual IP", view.vip or "none", new or "none",
+                           "held by the acting primary" if new else "the primary deletes the address"))
+
+
+def preview_switchover(ctx: Context, args: Args) -> Preview:
+    from appliance.ha.session import cluster_snapshot
+    from appliance.ha.switchover import choose
+
+    view, _active, _me = cluster_snapshot(ctx.config)
+    holder, target = choose(view, args["to"])  # refuses here what the switchover would refuse
+    return Preview(_change("Primary", holder.name, target.name, "planned switchover; the primary-only services "
+                           "stop on the old primary first"))
+
+
+def preview_maintenance(ctx: Context, args: Args) -> Preview:
+    from appliance.ha.session import cluster_snapshot
+
+    view, _active, _me = cluster_snapshot(ctx.config)
+    new = args["mode"] == "enable"
+    return Preview(_change("Maintenance", _on_off(view.maintenance), _on_off(new),
+                           "automatic failover " + ("paused" if new else "resumed") + " cluster-wide"))
+
+
+def _on_off(on: bool) -> str:
+    return "on" if on else "off"
+
+
+def _preview_state(ctx: Context, new: str, note: str) -> Preview:
+    from appliance.ha.session import cluster_snapshot
+    from appliance.ha.status import status_of
+
+    view, active, me = cluster_snapshot(ctx.config)
+    node = view.node(me.node_id)
+    if node is None:
+        raise NotConfigured(f"this node ({me.name}) is not registered in cluster {active.cluster_id}",
+                            hint="run redirect (or appliance-admin init) again")
+    return Preview(_change(f"This node ({me.name})", status_of(view, node).value, new, note))
+
+
+def preview_stop(ctx: Context, args: Args) -> Preview:
+    return _preview_state(ctx, "STOP", "out of the cluster; a primary hands over first")
+
+
+def preview_start(ctx: Context, args: Args) -> Preview:
+    return _preview_state(ctx, "SECOND", "back in the cluster as a standby")
+
+
+def known_nodes(config: Config) -> Sequence[str]:
+    """The node names this node's agent last saw (its status file): what Tab offers for ``--to``."""
+    from appliance.ha.statusfile import known_nodes as from_status_file
+
+    return from_status_file(config)
+
+
+# --- handlers -------------------------------------------------------------------------------------
 
 
 def set_keepalive(ctx: Context, args: Args) -> Result:
@@ -148,20 +243,22 @@ GROUPS = {
 
 COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(("ha", "get", "nodes"), "list the app nodes and the database nodes of the cluster", get_nodes,
-                detail="(*) marks the node you are on. Status: online = heard from within two keepalive\n"
-                "intervals. Latency: median of three round trips to each database host."),
+                detail="(*) marks the node you are on. State: PRIM, SECOND, ALONE, STOP or WAIT (see 'ha get\n"
+                "status'). Status: online = heard from within two keepalive intervals. Last Seen: the\n"
+                "last heartbeat, by the database's clock, in UTC. Latency: median of three round trips\n"
+                "to each database host."),
     CommandSpec(("ha", "get", "status"), "show this node's HA state, role, epoch and database target", get_status),
     CommandSpec(
         ("ha", "set", "keepalive-interval"), "set the cluster's heartbeat interval (every node follows)",
         set_keepalive, params=(Param("seconds", "interval in seconds", Integer(1, 30, metavar="<SECONDS>"),
                                      flag=False, required=True),),
-        changes_state=True, confirm=True,
+        changes_state=True, confirm=True, preflight=preview_keepalive,
     ),
     CommandSpec(
         ("ha", "set", "db-check-interval"), "set how often every node asks every database host its role",
         set_db_check, params=(Param("seconds", "interval in seconds", Integer(1, 30, metavar="<SECONDS>"),
                                     flag=False, required=True),),
-        changes_state=True, confirm=True,
+        changes_state=True, confirm=True, preflight=preview_db_check,
         detail="Each agent keeps a connection to every configured database host and asks it, at this\n"
         "interval or at the keepalive interval if that is shorter, whether it is read-write and on which\n"
         "timeline. A database failover is followed, and a second read-write node (a split brain) is seen,\n"
@@ -171,25 +268,27 @@ COMMANDS: tuple[CommandSpec, ...] = (
         ("ha", "set", "vip"), "set the cluster's virtual IP, held by the acting primary", set_vip,
         params=(Param("address", "the address and its prefix length (IPv4 or IPv6)", VipAddress(), flag=False,
                       required=True),),
-        changes_state=True, confirm=True,
+        changes_state=True, confirm=True, preflight=preview_vip,
         detail="The acting primary adds the address on the interface its configuration names ([vip]\n"
         "interface), announces it (gratuitous ARP, unsolicited neighbour advertisement) and deletes it\n"
         "when it stops acting, at the latest at its fence deadline, even if its agent is frozen.",
     ),
     CommandSpec(("ha", "unset", "vip"), "remove the cluster's virtual IP (the primary deletes it)", unset_vip,
-                changes_state=True, confirm=True),
+                changes_state=True, confirm=True, preflight=preview_vip),
     CommandSpec(
         ("ha", "switchover"), "hand the primary role to another node now (planned)", switchover,
         params=(Param("to", "the node to hand over to (default: the best online standby)",
-                      Text(metavar="<NODE>", max_len=63)),),
-        changes_state=True, confirm=True,
+                      NodeName(known=known_nodes)),),
+        changes_state=True, confirm=True, preflight=preview_switchover,
+        detail="Tab after --to offers the node names this node's agent last saw.",
     ),
     CommandSpec(
         ("ha", "maintenance"), "pause or resume automatic failover cluster-wide", maintenance,
         params=(Param("mode", "enable or disable", Choice(("enable", "disable")), flag=False, required=True),),
-        changes_state=True, confirm=True,
+        changes_state=True, confirm=True, preflight=preview_maintenance,
     ),
-    CommandSpec(("ha", "stop"), "take this node out of the cluster (STOP)", stop, changes_state=True, confirm=True),
+    CommandSpec(("ha", "stop"), "take this node out of the cluster (STOP)", stop, changes_state=True, confirm=True,
+                preflight=preview_stop),
     CommandSpec(("ha", "start"), "bring this node back into the cluster (SECOND)", start, changes_state=True,
-                confirm=True),
+                confirm=True, preflight=preview_start),
 )
