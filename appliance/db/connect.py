@@ -28,10 +28,10 @@ psycopg is imported lazily: importing this module does not load it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, LiteralString
 
-from appliance.db.errors import DbError, DbErrorKind, error_from_exception, server_too_old, version_text
+from appliance.db.errors import DbError, DbErrorKind, error_for, error_from_exception, server_too_old, version_text
 from appliance.db.target import MIN_SERVER_VERSION, DbTarget, Timeouts, format_hostport
 
 if TYPE_CHECKING:
@@ -143,17 +143,24 @@ def connect(
     attempts = tls_attempts(target)
     conn: psycopg.Connection[tuple[Any, ...]] | None = None
     error: DbError | None = None
+    tried: DbTarget | None = target
     for index, tls in enumerate(attempts):
-        kwargs = _conn_kwargs(target, application_name=application_name, timeouts=timeouts, read_write=read_write,
+        assert tried is not None
+        kwargs = _conn_kwargs(tried, application_name=application_name, timeouts=timeouts, read_write=read_write,
                               tls=tls)
+        first, error = error, None
         try:
             conn = psycopg.Connection.connect(autocommit=autocommit, **kwargs)
-            error = None
         except psycopg.Error as exc:
-            error = error_from_exception(exc, target, timeouts=timeouts)
+            error = error_from_exception(exc, tried, timeouts=timeouts)
         finally:
             del kwargs  # holds the password: keep it out of this frame's locals from here on
-        if error is None or index + 1 == len(attempts) or not _next_attempt_may_help(error, tls):
+        if error is not None and first is not None:
+            error = _both(target, first, error)
+        if error is None or index + 1 == len(attempts):
+            break
+        tried = _second_attempt(tried, error, tls)
+        if tried is None:
             break
     if error is not None:
         raise error  # outside the except block: no __context__ pointing at psycopg's exception
@@ -166,12 +173,29 @@ def connect(
     return conn
 
 
-def _next_attempt_may_help(error: DbError, tls: dict[str, str]) -> bool:
-    """prefer: the TLS attempt failed because the server has no TLS; allow: the plain attempt was refused
-    by pg_hba.conf (which may accept TLS only). Any other failure would fail again."""
+def _both(target: DbTarget, first: DbError, second: DbError) -> DbError:
+    """One error for two attempts: each host as its last attempt failed, in the target's order."""
+    again = {(f.host, f.port) for f in second.failures}
+    order = {hp: i for i, hp in enumerate(target.host_ports())}
+    failures = [f for f in first.failures if (f.host, f.port) not in again] + list(second.failures)
+    failures.sort(key=lambda f: order.get((f.host or "", f.port or 0), len(order)))
+    return error_for(target, failures)
+
+
+def _second_attempt(target: DbTarget, error: DbError, tls: dict[str, str]) -> DbTarget | None:
+    """The hosts worth a second attempt in the other mode, or None: prefer's plain attempt goes only to the
+    hosts that said they have no TLS, allow's TLS attempt only to those whose pg_hba.conf refused plain
+    text. A host that timed out or refused the password is not tried (and waited for) twice."""
     if tls["sslmode"] == "disable":
-        return error.kind is DbErrorKind.HBA_REJECTED
-    return any(f.kind is DbErrorKind.TLS and "does not offer TLS" in f.reason for f in error.failures)
+        again = [f for f in error.failures if f.kind is DbErrorKind.HBA_REJECTED]
+    else:
+        again = [f for f in error.failures if f.kind is DbErrorKind.TLS and "does not offer TLS" in f.reason]
+    if not again:
+        return None
+    pairs = [(f.host, f.port) for f in again]
+    if any(host is None or port is None for host, port in pairs):
+        return target  # not told which host it was: all of them again
+    return replace(target, hosts=tuple(str(h) for h, _p in pairs), ports=tuple(int(p or 0) for _h, p in pairs))
 
 
 @dataclass(frozen=True)

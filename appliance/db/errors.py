@@ -41,6 +41,7 @@ __all__ = [
     "HostFailure",
     "RawFailure",
     "classify_text",
+    "error_for",
     "error_from_exception",
     "parse_failures",
     "server_too_old",
@@ -550,6 +551,11 @@ def error_from_exception(
         )
     if not sqlstate:
         failures = [_scrub_failure(f, pw) for f in _fill_hosts(failures, target)]
+    return error_for(target, failures, action=action)
+
+
+def error_for(target: DbTarget, failures: list[HostFailure], *, action: str | None = None) -> DbError:
+    """The one :class:`DbError` for ``failures`` (already scrubbed), one per host of ``target`` tried."""
     kind = _overall_kind(f.kind for f in failures)
     what = action or "Cannot connect to PostgreSQL"
     if len(failures) == 1:
