@@ -53,8 +53,9 @@ def test_a_killed_ssh_client_mid_redirect_rolls_the_node_back_and_both_records_a
         chown_tree(user.writable_dir, *pw)
         done = as_user(*pw, [str(BIN / "appliance-admin"), "--config", str(node.config_path), "init"])
         assert done.returncode == 0, done.stdout + done.stderr
-        start = ("import sys\nfrom appliance.config import load_config\nfrom appliance.services import "
-                 "ProcessServices\nfrom pathlib import Path\nProcessServices(load_config(Path(sys.argv[1]))).start('primary')\n")
+        start = ("import sys\nfrom pathlib import Path\nfrom appliance.config import load_config\n"
+                 "from appliance.services import ProcessServices\n"
+                 "ProcessServices(load_config(Path(sys.argv[1]))).start('primary')\n")
         assert as_user(*pw, [sys.executable, "-c", start, str(node.config_path)]).returncode == 0
         assert node.running() == ["beat", "demo"]
         user.config.write_text(node.config_path.read_text())  # the login shell runs this node
