@@ -19,10 +19,20 @@ import re
 
 # C0 controls, DEL, C1 controls; the Arabic letter mark; zero-width space/joiners and the LTR/RTL marks;
 # the line and paragraph separators; the bidi embeddings, overrides and isolates; surrogates (only lone
-# ones can exist in a str); the BOM / zero-width no-break space.
-UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff\ufeff]")
-_UNSAFE_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2066-\u2069"
-                                 "\ud800-\udfff\ufeff]")
+# ones can exist in a str); the BOM / zero-width no-break space. Every one of them is outside what
+# str.isprintable() accepts, so printable text (nearly all of it) never reaches the regular expressions,
+# which are compiled on first need: the shell's start-up is measured.
+_BEYOND_C0 = "\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff\ufeff"
+_CLASSES = {False: "\x00-\x1f" + _BEYOND_C0, True: "\x00-\x09\x0b-\x1f" + _BEYOND_C0}  # True: keeps \n
+_compiled: dict[bool, re.Pattern[str]] = {}
+
+
+def unsafe_pattern(*, newlines: bool = False) -> re.Pattern[str]:
+    """The characters :func:`safe` escapes (all but ``\\n`` with ``newlines``), as one character class."""
+    pattern = _compiled.get(newlines)
+    if pattern is None:
+        pattern = _compiled[newlines] = re.compile(f"[{_CLASSES[newlines]}]")
+    return pattern
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -41,9 +51,11 @@ def safe(text: str, *, newlines: bool = False) -> str:
     >>> safe("a\\nb\\u202e", newlines=True)
     'a\\nb\\\\u202e'
     """
-    return (_UNSAFE_BUT_NEWLINE if newlines else UNSAFE).sub(_escape, text)
+    if (text.replace("\n", "") if newlines else text).isprintable():
+        return text
+    return unsafe_pattern(newlines=newlines).sub(_escape, text)
 
 
 def is_safe(text: str) -> bool:
     """True if :func:`safe` would leave ``text`` unchanged (one line, nothing a terminal acts on)."""
-    return UNSAFE.search(text) is None
+    return text.isprintable() or unsafe_pattern().search(text) is None

@@ -22,13 +22,22 @@ from appliance.clock import Clock, SystemClock
 _DRAIN_CHUNK = 65536  # what an over-long line is dropped in
 
 
-@dataclass(frozen=True)
 class Line:
     """One line of input without its end. ``length`` is the whole line's; only when it is within the
     limit does ``text`` hold all of it (else the first ``limit`` characters)."""
 
-    text: str
-    length: int
+    __slots__ = ("length", "text")  # a plain class: a dataclass costs start-up time the shell is measured on
+
+    def __init__(self, text: str, length: int) -> None:
+        self.text, self.length = text, length
+
+    def __repr__(self) -> str:
+        return f"Line({self.text!r}, {self.length})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Line) and (other.text, other.length) == (self.text, self.length)
+
+    __hash__ = None  # type: ignore[assignment]
 
     @property
     def too_long(self) -> bool:

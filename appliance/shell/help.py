@@ -8,7 +8,6 @@ node names) are offered too; they are looked up only when Tab or ``?`` is presse
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from appliance.errors import UsageError
@@ -21,12 +20,23 @@ if TYPE_CHECKING:
     from appliance.config import Config
 
 
-@dataclass(frozen=True)
 class Candidate:
-    """Something that may come next: ``text`` to insert, ``meta`` to explain it."""
+    """Something that may come next: ``text`` to insert, ``meta`` to explain it. (A plain class: this
+    module loads on every start of the shell, whose start-up is measured.)"""
 
-    text: str
-    meta: str
+    __slots__ = ("meta", "text")
+
+    def __init__(self, text: str, meta: str) -> None:
+        self.text, self.meta = text, meta
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Candidate) and (self.text, self.meta) == (other.text, other.meta)
+
+    def __hash__(self) -> int:
+        return hash((self.text, self.meta))
+
+    def __repr__(self) -> str:
+        return f"Candidate({self.text!r}, {self.meta!r})"
 
 
 def _walk(registry: Registry, words: list[Word]) -> tuple[Node, int]:

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 Handler = Callable[["Context", "Args"], "Outcome"]
 
 
-@dataclass(frozen=True)
 class Preview:
     """What a pre-flight found: ``text`` to show above the confirmation question (None: nothing), and
     what it ``prepared`` for the handler (a plan), which the handler gets as ``args.prepared`` so that
@@ -31,12 +30,14 @@ class Preview:
 
     Every command that asks for confirmation says what will change (old -> new) this way. The text is
     shown only when the question is asked, unless ``always`` (a plan with warnings the admin must see
-    even with ``--yes``, such as ``redirect``'s).
+    even with ``--yes``, such as ``redirect``'s). (A plain class: the shell builds this module on every
+    start, and its start-up is measured.)
     """
 
-    text: str | None
-    prepared: Any = None
-    always: bool = False
+    __slots__ = ("always", "prepared", "text")
+
+    def __init__(self, text: str | None, prepared: Any = None, always: bool = False) -> None:
+        self.text, self.prepared, self.always = text, prepared, always
 
 
 # Runs before the confirmation question without changing anything (checks, a summary of what will

@@ -38,3 +38,13 @@ def test_newlines_kept_only_when_asked_and_nothing_else():
 def test_output_can_always_be_encoded():
     for text in ("\udcff", "\ud800x", "a\udfffb"):
         safe(text).encode("utf-8")  # no UnicodeEncodeError, whatever came in
+
+
+def test_printable_text_takes_the_fast_path_safely():
+    """safe() returns str.isprintable() text untouched without a regex: that holds only because every
+    character it escapes is outside what isprintable() accepts. Checked for every one of them."""
+    from appliance.safetext import unsafe_pattern
+
+    escaped = [chr(c) for c in range(0x110000) if unsafe_pattern().match(chr(c))]
+    assert len(escaped) > 2000 and not any(ch.isprintable() for ch in escaped)
+    assert [ch for ch in escaped if not unsafe_pattern(newlines=True).match(ch)] == ["\n"]
