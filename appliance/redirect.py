@@ -181,6 +181,7 @@ def preflight(config: Config, request: Request) -> Plan:
 
     :raises ApplianceError: the first problem found, with what to do about it.
     """
+    check_tls_request(request.sslmode, request.sslrootcert)  # the flags alone: before anything else is read
     if len(request.ports) not in (1, len(request.hosts)):
         raise UsageError(f"--db_port lists {len(request.ports)} ports for {len(request.hosts)} hosts",
                          hint="give one port for all hosts, or one per host in the same order")
@@ -199,7 +200,6 @@ def preflight(config: Config, request: Request) -> Plan:
                             f"(need {config.database.min_free_disk_mb} MiB for the credentials)",
                             hint="free some disk space, then retry")
     schema = S.schema_name(request.prefix)
-    check_tls_request(request.sslmode, request.sslrootcert)
     target = DbTarget(request.hosts, request.ports, request.user, request.password, request.dbname,
                       request.sslmode, request.sslrootcert)
     writer = _writer(config, target, schema, me)

@@ -212,8 +212,7 @@ def test_redirect_below_verify_full_says_so_in_one_line_with_the_flags_that_fix_
     (("--db_sslmode", "verify-full", "--db_sslrootcert", "/nonexistent/ca.crt"), "cannot read the CA file"),
 ])
 def test_tls_settings_that_cannot_work_are_refused_before_connecting(make_node, extra, says):
-    node = make_node("node1")
-    node.init()
+    node = make_node("node1")  # not even initialised: the flags are checked before anything else
     with fake_postgres("cleartext") as fake:
         done = redirect(node, fake.port, "postgres", *extra)
     assert done.returncode in (1, 2) and says in done.stderr, done.stderr
