@@ -24,11 +24,14 @@ from prompt_toolkit.application import get_app, run_in_terminal
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 from prompt_toolkit.filters import Condition
+from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.history import History
 from prompt_toolkit.input import create_input
 from prompt_toolkit.input.vt100 import Vt100Input
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.keys import Keys
+from prompt_toolkit.layout.processors import Processor, Transformation, TransformationInput
+from prompt_toolkit.layout.utils import explode_text_fragments
 
 from appliance import interrupts
 from appliance.config import Config
@@ -131,6 +134,33 @@ def _inside_quotes(text: str) -> bool:
     return single or double
 
 
+class EscapedDisplay(Processor):
+    """Shows the line being typed through the one sanitiser: a pasted ESC, C1 or bidi control appears as
+    ``\\x1b`` or ``\\u202e`` in the input line instead of reaching the terminal (prompt_toolkit itself
+    only maps C0 and C1 controls, and passes bidi controls and separators through). Display only: the
+    buffer keeps what was typed, and the dispatcher refuses it by position."""
+
+    def apply_transformation(self, ti: TransformationInput) -> Transformation:
+        fragments = explode_text_fragments(ti.fragments)
+        if all(text.isprintable() for _style, text, *_rest in fragments):
+            return Transformation(ti.fragments)
+        shown: StyleAndTextTuples = []
+        starts: list[int] = []  # where each source character starts on the screen
+        at = 0
+        for style, text, *_rest in fragments:
+            starts.append(at)
+            text = safe(text)
+            shown.append((style, text))
+            at += len(text)
+        starts += [at, at + 1]  # the cursor may stand after the line
+
+        def display_to_source(position: int) -> int:
+            return max((i for i, start in enumerate(starts) if start <= position), default=0)
+
+        return Transformation(shown, source_to_display=lambda i: starts[min(i, len(starts) - 1)],
+                              display_to_source=display_to_source)
+
+
 class Overflow:
     """Characters typed past the longest accepted line since the prompt appeared (they were dropped)."""
 
@@ -203,6 +233,7 @@ def build_session(ctx: Context, dispatcher: Dispatcher,
     source, parser = _bounded_input()
     session: PromptSession[str] = PromptSession(
         input=source,
+        input_processors=[EscapedDisplay()],
         history=history,
         completer=RegistryCompleter(ctx.registry, ctx.config),
         complete_while_typing=False,

@@ -294,3 +294,18 @@ def test_sigterm_at_the_prompt_ends_the_session_quietly(terminal, appliance):
     assert term.wait_exit() == 143
     raw = "".join(term.raw)
     assert "Traceback" not in raw and "Unhandled exception" not in raw, raw
+
+
+def test_the_line_being_typed_shows_pasted_controls_as_escapes(terminal, appliance):
+    """prompt_toolkit draws the input line itself; a pasted bidi override or C1 control must not reach
+    the terminal through that drawing either, and the cursor stays where the characters are."""
+    term = terminal()
+    term.send(PASTE_START + "system set hostname a\u202eb\x9b31mc" + PASTE_END)
+    term.wait_line("EMS $ system set hostname a\\u202eb\\x9b31mc")
+    raw = "".join(term.raw)
+    assert "\u202e" not in raw and "\x9b" not in raw
+    term.send("\x1b[D\x1b[D\x1b[DX")  # three characters left of the end: before the "1"
+    term.wait_line("EMS $ system set hostname a\\u202eb\\x9b3X1mc")
+    term.send("\r")
+    term.wait_text("control character U+202E at position 22 is not allowed")
+    term.wait_prompt()
