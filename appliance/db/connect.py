@@ -81,8 +81,11 @@ def tls_attempts(target: DbTarget) -> list[dict[str, str]]:
     if all(host.startswith("/") for host in target.hosts):
         return [{"sslmode": "disable", "channel_binding": "disable"}]  # a Unix socket: no network, no TLS
     plain = {"sslmode": "disable", "channel_binding": "disable"}
+    # sslcertmode=disable: the appliance authenticates with SCRAM and never sends a client certificate;
+    # without it libpq opens ~/.postgresql/postgresql.crt, and under the agent's ProtectHome=yes that
+    # fails with "Permission denied" instead of "not found", which refuses the connection.
     secure = {"sslmode": "require" if target.sslmode in ("allow", "prefer") else target.sslmode,
-              "channel_binding": "require", **root}
+              "channel_binding": "require", "sslcertmode": "disable", **root}
     if target.sslmode == "disable":
         return [plain]
     if target.sslmode == "prefer":

@@ -350,5 +350,6 @@ def test_channel_binding_is_required_whenever_an_attempt_may_use_tls(sslmode: st
     got = tls_attempts(target)
     assert [(a["sslmode"], a["channel_binding"]) for a in got] == attempts
     assert all(a.get("sslrootcert") == root for a in got if a["sslmode"] != "disable")
+    assert all(a["sslcertmode"] == "disable" for a in got if a["sslmode"] != "disable")  # never a client cert
     socket_target = DbTarget(("/var/run/postgresql",), (5432,), "app", "pw", "appdb", sslmode, root)
     assert tls_attempts(socket_target) == [{"sslmode": "disable", "channel_binding": "disable"}]
