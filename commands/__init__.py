@@ -16,7 +16,14 @@ from appliance.shell.spec import Registry
 
 
 def build_registry() -> Registry:
-    from commands import execute, ha, redirect, session, system  # here: `import commands` stays light
+    # here: `import commands` stays light
+    from commands import (
+        execute,
+        ha,
+        redirect,
+        session,
+        system,
+    )
 
     modules = (session, system, execute, redirect, ha)
     groups: dict[str, str] = {}

@@ -3,96 +3,38 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 from appliance.errors import ExitStatus
-from appliance.proc import CHILD_ENV, sigint_handled, tool_argv
+from appliance.proc import ChildLines, tool_argv
 from appliance.shell.context import Context
 from appliance.shell.result import Stream
 from appliance.shell.spec import Args, CommandSpec, Param
 from appliance.shell.types import Host, Integer
 
-if TYPE_CHECKING:
-    import subprocess
-
-# Grace for ping to print its summary after SIGINT, and slack on top of its own worst case.
-_SUMMARY_WAIT_S = 3.0
+# Slack on top of ping's own worst case.
 _SLACK_S = 5.0
 
 
 def ping(ctx: Context, args: Args) -> Stream:
-    import subprocess  # imported here: the module table loads on every start, ping rarely runs
-
     host, count, timeout = args["host"], args["count"], args["timeout"]
     # -n: numeric output; -c/-W: our bounded values; "--": the host can never be read as an option
     # (it is validated as an address or RFC 1123 name before it gets here anyway).
     argv = tool_argv(ctx.config.tools.ping, ["-n", "-c", str(count), "-W", str(timeout), "--", host])
-    proc = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        env=CHILD_ENV, text=True, errors="replace", close_fds=True,
-    )
+    # A hard cap on the whole run: one second per probe, the last reply's wait, and slack. Ctrl-C
+    # sends ping SIGINT, on which it prints its summary.
+    child = ChildLines(argv, deadline_s=count + timeout + _SLACK_S)
     replies = 0
 
     def lines() -> Iterator[str]:
         nonlocal replies
-        assert proc.stdout is not None
-        # A hard cap on the whole run: one second per probe, the last reply's wait, and slack.
-        with _deadline(count + timeout + _SLACK_S, proc), _ctrl_c_stops(proc):
-            try:
-                for line in proc.stdout:
-                    replies += " bytes from " in line
-                    yield line.rstrip("\n")
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                proc.wait(timeout=_SUMMARY_WAIT_S)
-                proc.stdout.close()
+        for line in child:
+            replies += " bytes from " in line
+            yield line
 
     def status() -> ExitStatus:
         return ExitStatus.OK if replies else ExitStatus.FAILED
 
     return Stream(lines(), status)
-
-
-@contextmanager
-def _deadline(seconds: float, proc: subprocess.Popen[str]) -> Iterator[None]:
-    import threading
-
-    timer = threading.Timer(seconds, proc.kill)
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
-
-
-@contextmanager
-def _ctrl_c_stops(proc: subprocess.Popen[str]) -> Iterator[None]:
-    """While the child runs, Ctrl-C asks it to stop (SIGINT) instead of interrupting the shell.
-
-    The child then prints its summary, which the user asked for by pressing Ctrl-C, and its output
-    is read to the end. On a terminal it got the same SIGINT already; from -c or SSH it may not have.
-    If it does not stop within a few seconds it is killed.
-    """
-    import signal
-    import threading
-
-    stopper = threading.Timer(_SUMMARY_WAIT_S, proc.kill)
-    stopper.daemon = True
-
-    def forward(signum: int, frame: object) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            if not stopper.is_alive():
-                stopper.start()
-
-    try:
-        with sigint_handled(forward):
-            yield
-    finally:
-        stopper.cancel()
 
 
 GROUPS = {"execute": "run a network tool"}

@@ -75,6 +75,7 @@ def node_config(base: Path, name: str, pg_port: int, keepalive: int) -> str:
         local_port=pg_port, admin_user="postgres", admin_password_file=home / "admin-pw",
         services=[("demo", demo, ["primary"])], ha={"keepalive_interval_s": keepalive},
         header=f"Written by appliance-sandbox for {name}; see appliance/data/appliance.toml for every key.",
+        agent_log=home / "agent.log", local_data_dir=home / "pg",
     )
 
 

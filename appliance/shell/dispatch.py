@@ -17,8 +17,8 @@ from appliance.masking import MASK, mask_line
 from appliance.shell.audit import AuditLog, AuditRecord
 from appliance.shell.context import Context
 from appliance.shell.parse import Invocation, parse_words
-from appliance.shell.render import INTERNAL_ERROR, render, render_error, render_stream
-from appliance.shell.result import Stream
+from appliance.shell.render import INTERNAL_ERROR, render, render_binary, render_error, render_stream
+from appliance.shell.result import Binary, Stream
 from appliance.shell.tokenize import is_comment, split_words
 
 CONFIRM_QUESTION = "Do you want to continue? (y/n) "
@@ -103,6 +103,8 @@ class Dispatcher:
         outcome = spec.handler(self.ctx, args)
         if isinstance(outcome, Stream):
             return render_stream(outcome, self.ctx.env.stdout)
+        if isinstance(outcome, Binary):
+            return render_binary(outcome, self.ctx.env.stdout)
         render(outcome, self.ctx.env.stdout, as_json=bool(args.get("json")))
         self.ctx.env.stdout.flush()
         return outcome.status
