@@ -20,12 +20,14 @@ def build_registry() -> Registry:
     from commands import (
         execute,
         ha,
+        network,
         redirect,
         session,
         system,
+        timekeeping,
     )
 
-    modules = (session, system, execute, redirect, ha)
+    modules = (session, system, network, timekeeping, execute, redirect, ha)
     groups: dict[str, str] = {}
     for module in modules:
         groups.update(module.GROUPS)
