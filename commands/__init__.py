@@ -21,13 +21,14 @@ def build_registry() -> Registry:
         execute,
         ha,
         network,
+        power,
         redirect,
         session,
         system,
         timekeeping,
     )
 
-    modules = (session, system, network, timekeeping, execute, redirect, ha)
+    modules = (session, system, network, timekeeping, execute, power, redirect, ha)
     groups: dict[str, str] = {}
     for module in modules:
         groups.update(module.GROUPS)
