@@ -1,4 +1,4 @@
-"""``execute``: one-off actions on the network (``execute ping``)."""
+"""``execute``: network checks from this node: ``ping``, ``traceroute``, ``nslookup``, ``tcp-check``."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from appliance.errors import ExitStatus
 from appliance.proc import ChildLines, tool_argv
 from appliance.shell.context import Context
-from appliance.shell.result import Stream
+from appliance.shell.result import Result, Stream, Table
 from appliance.shell.spec import Args, CommandSpec, Param
-from appliance.shell.types import Host, Integer
+from appliance.shell.types import PORT, Host, Integer, IpAddress
 
 # Slack on top of ping's own worst case.
 _SLACK_S = 5.0
@@ -37,7 +37,43 @@ def ping(ctx: Context, args: Args) -> Stream:
     return Stream(lines(), status)
 
 
-GROUPS = {"execute": "run a network tool"}
+def traceroute(ctx: Context, args: Args) -> Stream:
+    from appliance.ops.netdiag import traceroute_args, traceroute_deadline_s
+
+    hops = args["max_hops"]
+    child = ChildLines(tool_argv(ctx.config.tools.traceroute, traceroute_args(args["host"], hops)),
+                       deadline_s=traceroute_deadline_s(hops))
+
+    def status() -> ExitStatus:
+        return ExitStatus.OK if child.returncode == 0 and not child.timed_out else ExitStatus.FAILED
+
+    def lines() -> Iterator[str]:
+        yield from child
+        if child.timed_out:
+            yield f"(stopped: no end after {traceroute_deadline_s(hops):g} s)"
+
+    return Stream(lines(), status)
+
+
+def nslookup(ctx: Context, args: Args) -> Result:
+    from appliance.ops.netdiag import lookup
+
+    found = lookup(args["name"], args["server"], args["timeout"])
+    table = Table("answers", ("Name", "Type", "Value"), [(a.name, a.kind, a.value) for a in found.answers])
+    return Result(message=f"Server: {found.server} ({found.seconds * 1000:.0f} ms)", tables=(table,))
+
+
+def tcp_check(ctx: Context, args: Args) -> Result:
+    from appliance.ops.netdiag import tcp_check as check
+
+    results = check(args["host"], args["port"], args["timeout"])
+    table = Table("results", ("Address", "Port", "Result", "Time (ms)"),
+                  [(r.address, r.port, r.result, r.ms) for r in results])
+    opened = any(r.result == "open" for r in results)
+    return Result(status=ExitStatus.OK if opened else ExitStatus.FAILED, tables=(table,))
+
+
+GROUPS = {"execute": "run a one-off action: network checks, power, logs, backup"}
 
 COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(
@@ -52,5 +88,36 @@ COMMANDS: tuple[CommandSpec, ...] = (
         ),
         detail="Lines are shown as they arrive; Ctrl-C stops and prints the summary.\n"
         "Exit status 0 if any reply came back, 1 otherwise.",
+    ),
+    CommandSpec(
+        ("execute", "traceroute"), "show the route packets take to a host", traceroute,
+        params=(
+            Param("host", "IPv4/IPv6 address or host name", Host(), flag=False, required=True),
+            Param("max_hops", "most routers to go through", Integer(1, 30, metavar="<N>"), default=30),
+        ),
+        detail="UDP probes, numeric output (no name lookups per hop), three probes per hop, 2 s each.\n"
+        "Lines are shown as they arrive; Ctrl-C stops. Exit status 0 when traceroute completed.",
+    ),
+    CommandSpec(
+        ("execute", "nslookup"), "look a name up (or an address, reversed) in DNS", nslookup,
+        params=(
+            Param("name", "host name, or an address for its PTR name", Host(metavar="<NAME>"), flag=False,
+                  required=True),
+            Param("server", "ask this DNS server (default: the system resolver, /etc/hosts first)", IpAddress()),
+            Param("timeout", "seconds to wait for the answer", Integer(1, 30, metavar="<SECONDS>"), default=5),
+        ),
+        detail="Without --server: the answer the node's own services get (/etc/hosts, then the DNS\n"
+        "servers of `system get network`). With --server: A and AAAA records from that server only.\n"
+        "Exit status 1 if the name does not exist or has no address.",
+    ),
+    CommandSpec(
+        ("execute", "tcp-check"), "check that a TCP port answers from here (is the DB port open?)", tcp_check,
+        params=(
+            Param("host", "IPv4/IPv6 address or host name", Host(), flag=False, required=True),
+            Param("port", "TCP port", PORT, flag=False, required=True),
+            Param("timeout", "seconds for the whole check", Integer(1, 30, metavar="<SECONDS>"), default=3),
+        ),
+        detail="Opens a TCP connection (no data sent) to each address of the host, at most four.\n"
+        "Exit status 0 if one accepted. Example: execute tcp-check 172.19.201.160 5432",
     ),
 )

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs everything the product and its tests need on a fresh Debian 12 machine. Idempotent:
-# a second run installs nothing. Debian packages: ping, PostgreSQL 15 (server binaries for the
-# test clusters and the sandbox), tmux (terminal tests), OpenSSH's sshd, login and passwd (the SSH
-# and serial-console tests), venv support. Python packages: the project and its dev extras, into ./.venv.
+# a second run installs nothing. Debian packages: ping and traceroute (the network checks),
+# PostgreSQL 15 (server binaries for the test clusters and the sandbox, pg_dump/pg_restore for the
+# backups), tmux (terminal tests), OpenSSH's sshd, login and passwd (the SSH and serial-console
+# tests), venv support. Python packages: the project and its dev extras, into ./.venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(iputils-ping libcap2-bin postgresql-15 postgresql-client-15 tmux python3-venv util-linux
+packages=(iputils-ping traceroute libcap2-bin postgresql-15 postgresql-client-15 tmux python3-venv util-linux
           openssh-server login passwd)
 missing=()
 for pkg in "${packages[@]}"; do
