@@ -18,17 +18,19 @@ from appliance.shell.spec import Registry
 def build_registry() -> Registry:
     # here: `import commands` stays light
     from commands import (
+        accounts,
         execute,
         ha,
         network,
         power,
         redirect,
+        service,
         session,
         system,
         timekeeping,
     )
 
-    modules = (session, system, network, timekeeping, execute, power, redirect, ha)
+    modules = (session, system, network, timekeeping, accounts, service, execute, power, redirect, ha)
     groups: dict[str, str] = {}
     for module in modules:
         groups.update(module.GROUPS)
