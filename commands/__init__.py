@@ -21,6 +21,7 @@ def build_registry() -> Registry:
         accounts,
         execute,
         ha,
+        logs,
         network,
         power,
         redirect,
@@ -30,7 +31,7 @@ def build_registry() -> Registry:
         timekeeping,
     )
 
-    modules = (session, system, network, timekeeping, accounts, service, execute, power, redirect, ha)
+    modules = (session, system, network, timekeeping, accounts, service, execute, power, logs, redirect, ha)
     groups: dict[str, str] = {}
     for module in modules:
         groups.update(module.GROUPS)
