@@ -19,6 +19,7 @@ def build_registry() -> Registry:
     # here: `import commands` stays light
     from commands import (
         accounts,
+        backup,
         execute,
         ha,
         logs,
@@ -31,7 +32,7 @@ def build_registry() -> Registry:
         timekeeping,
     )
 
-    modules = (session, system, network, timekeeping, accounts, service, execute, power, logs, redirect, ha)
+    modules = (session, system, network, timekeeping, accounts, service, execute, power, logs, backup, redirect, ha)
     groups: dict[str, str] = {}
     for module in modules:
         groups.update(module.GROUPS)
