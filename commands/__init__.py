@@ -28,11 +28,13 @@ def build_registry() -> Registry:
         redirect,
         service,
         session,
+        support,
         system,
         timekeeping,
     )
 
-    modules = (session, system, network, timekeeping, accounts, service, execute, power, logs, backup, redirect, ha)
+    modules = (session, system, network, timekeeping, accounts, service, execute, power, logs, support, backup,
+               redirect, ha)
     groups: dict[str, str] = {}
     for module in modules:
         groups.update(module.GROUPS)
