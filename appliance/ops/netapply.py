@@ -37,7 +37,7 @@ from appliance.fsutil import write_atomic
 from appliance.ops.netconf import NetworkSpec, check_interface, file_name
 from appliance.proc import run_tool
 
-REVERT_UNIT = "appliance-network-revert"
+REVERT_UNIT = "appliance-network-deadline"  # a transient timer and service (not the boot unit)
 TOOL_TIMEOUT_S = 30.0
 
 # Runs a program by absolute path with an argv list (appliance.proc.run_tool); tests record instead.
@@ -46,6 +46,18 @@ Runner = Callable[[Path, Sequence[str]], str]
 
 def _run(tool: Path, args: Sequence[str]) -> str:
     return run_tool(tool, args, timeout_s=TOOL_TIMEOUT_S)
+
+
+def interface_exists(name: str) -> bool:
+    """The interface is in this process's network namespace (asked of the kernel, not of /sys, which a
+    container may show from another namespace)."""
+    import socket
+
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
 
 
 def state_dir(config: Config) -> Path:
@@ -102,10 +114,12 @@ def read_pending(config: Config) -> Pending | None:
 class NetworkChanges:
     """The helper's side of ``system set network`` / ``system confirm network`` (see the module)."""
 
-    def __init__(self, config: Config, clock: Clock, run: Runner = _run) -> None:
+    def __init__(self, config: Config, clock: Clock, run: Runner = _run,
+                 exists: Callable[[str], bool] = interface_exists) -> None:
         self.config = config
         self.clock = clock
         self.run = run
+        self.exists = exists
         self.tools = config.tools
         self.net_dir = network_dir(config)
         self.state_dir = state_dir(config)
@@ -115,7 +129,7 @@ class NetworkChanges:
 
     def apply(self, spec: NetworkSpec, confirm_s: int) -> str:
         spec.check()
-        if not (self.config.system.root / "sys" / "class" / "net" / spec.interface).exists():
+        if not self.exists(spec.interface):
             raise NotConfigured(f"there is no interface {spec.interface} on this node",
                                 hint="see `system get network` for the interfaces")
         with self._locked():

@@ -11,6 +11,7 @@ Where something cannot be read (no iproute2, a sandbox), the rest is still shown
 from __future__ import annotations
 
 import json
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ def network_info(config: Config) -> NetworkInfo:
         links = json.loads(run_tool(config.tools.ip, ["-json", "address", "show"], timeout_s=10) or "[]")
     except (ApplianceError, ValueError) as exc:
         notes.append(f"addresses unavailable: {_why(exc)}")
-        links = [{"ifname": name} for name in _sys_interfaces()]
+        links = [{"ifname": name} for _index, name in socket.if_nameindex()]
     gateways: list[tuple[str, str]] = []
     for family in ("-4", "-6"):
         try:
@@ -107,13 +108,6 @@ def dns_servers() -> tuple[tuple[str, ...], str]:
             source = "systemd-resolved stub (127.0.0.53)"
         return servers, source
     return (), "none"
-
-
-def _sys_interfaces() -> list[str]:
-    try:
-        return sorted(path.name for path in SYS_NET.iterdir())
-    except OSError:
-        return []
 
 
 def _sys_read(name: str, attribute: str) -> str | None:

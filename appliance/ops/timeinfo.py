@@ -1,8 +1,8 @@
 """What ``system get time`` shows: the clock, the time zone, the NTP servers and whether it is in sync.
 
-Read as the login user, changing nothing. Where systemd runs, ``timedatectl show`` and
-``show-timesync`` (D-Bus, no privilege needed) give the zone, the NTP switch, the sync state and the
-server in use; elsewhere (a sandbox) the zone comes from ``/etc/localtime`` and the servers from
+Read as the login user, changing nothing. Where systemd runs, ``timedatectl show`` and, while
+timesyncd runs, ``show-timesync`` (D-Bus, no privilege needed) give the zone, the NTP switch, the sync
+state and the server in use; elsewhere (a sandbox) the zone comes from ``/etc/localtime`` and the servers from
 timesyncd's configuration files, and the sync state is "unknown", said so.
 """
 
@@ -33,7 +33,7 @@ class TimeInfo:
 
 
 def _show(config: Config, verb: str, props: tuple[str, ...]) -> dict[str, str]:
-    out = run_tool(config.tools.timedatectl, [verb, *(f"--property={p}" for p in props)], timeout_s=10)
+    out = run_tool(config.tools.timedatectl, [verb, *(f"--property={p}" for p in props)], timeout_s=5)
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
@@ -48,10 +48,12 @@ def time_info(config: Config, clock: Clock) -> TimeInfo:
     except ApplianceError:
         props = {}
     if props:
-        try:
-            sync = _show(config, "show-timesync", ("SystemNTPServers", "LinkNTPServers", "ServerName"))
-        except ApplianceError:
-            sync = {}
+        sync: dict[str, str] = {}
+        if props.get("NTP") == "yes":  # timesyncd answers only while it runs (else the bus call hangs)
+            try:
+                sync = _show(config, "show-timesync", ("SystemNTPServers", "LinkNTPServers", "ServerName"))
+            except ApplianceError:
+                pass
         servers = tuple((sync.get("SystemNTPServers", "") + " " + sync.get("LinkNTPServers", "")).split())
         zone = props.get("Timezone") or zone_from_files()
         return TimeInfo(utc, _local(utc, zone), zone, _yes(props.get("NTP")), _yes(props.get("NTPSynchronized")),

@@ -1,7 +1,8 @@
 """Setting time, NTP servers and the time zone, as root (the privileged helper's side).
 
 * NTP servers: a systemd-timesyncd drop-in (``<root>/etc/systemd/timesyncd.conf.d/50-appliance.conf``,
-  ``[Time] NTP=...``), then synchronisation switched on and timesyncd restarted to use them.
+  ``[Time] NTP=...``), then synchronisation switched on and timesyncd restarted to use them; if it does
+  not run afterwards (a container: its clock is the host's) the admin is told.
 * The time zone: ``timedatectl set-timezone``, after checking the zone is a compiled zone file
   of the tz database under ``<root>/usr/share/zoneinfo`` (a name cannot point elsewhere).
 * The clock: ``timedatectl set-time``, only while NTP synchronisation is off (systemd refuses it
@@ -20,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 from appliance.config import Config
-from appliance.errors import Conflict
+from appliance.errors import ApplianceError, CommandFailed, Conflict
 from appliance.fsutil import write_atomic
 from appliance.names import check_hostname
 from appliance.proc import run_tool
@@ -95,9 +96,21 @@ class TimeSettings:
     def set_ntp(self, servers: tuple[str, ...]) -> str:
         text = ("# Written by the appliance (system set ntp); replaced by the next change.\n"
                 f"[Time]\nNTP={' '.join(servers)}\n")
-        write_atomic(ntp_dropin(self.config), text, mode=0o644)
-        self.run(self.tools.timedatectl, ["set-ntp", "true"])
+        dropin = ntp_dropin(self.config)
+        write_atomic(dropin, text, mode=0o644)
+        try:
+            self.run(self.tools.timedatectl, ["set-ntp", "true"])
+        except ApplianceError as exc:
+            # A container, for one: systemd-timesyncd does not run there (the host keeps the time).
+            raise CommandFailed(f"the NTP servers are written ({dropin}), but synchronisation could not be "
+                                f"switched on: {exc.message}") from None
         self.run(self.tools.systemctl, ["restart", "--", TIMESYNCD_UNIT])
+        # A unit whose condition fails is "restarted" without error and does not run: ask.
+        state = self.run(self.tools.systemctl, ["show", "--property=ActiveState", "--value", "--", TIMESYNCD_UNIT])
+        if state.strip() != "active":
+            raise CommandFailed(f"the NTP servers are written ({dropin}), but systemd-timesyncd is not running "
+                                f"({state.strip() or 'unknown'}; it does not run in a container, whose clock is "
+                                "the host's)")
         return f"NTP servers set to {', '.join(servers)}; synchronisation on"
 
     def ntp_off(self) -> str:

@@ -212,10 +212,10 @@ class Interface(ParamType):
         return text
 
     def choices(self) -> Sequence[str]:
-        import os
+        import socket
 
         try:
-            return sorted(name for name in os.listdir("/sys/class/net") if name != "lo")
+            return sorted(name for _index, name in socket.if_nameindex() if name != "lo")
         except OSError:
             return ()
 

@@ -39,18 +39,13 @@ class Runner:
 
 
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
-    (tmp_path / "sys" / "class" / "net" / "eth1").mkdir(parents=True)
-    return tmp_path
-
-
-@pytest.fixture
-def config(root: Path) -> Config:
-    return replace(Config(), system=SystemConfig(root=root))
+def config(tmp_path: Path) -> Config:
+    return replace(Config(), system=SystemConfig(root=tmp_path))
 
 
 def changes(config: Config, clock: FakeClock, runner: Runner) -> NetworkChanges:
-    return NetworkChanges(config, clock, runner)  # type: ignore[arg-type]
+    # The node's interfaces: eth1 only.
+    return NetworkChanges(config, clock, runner, exists=lambda name: name == "eth1")  # type: ignore[arg-type]
 
 
 def our_file(config: Config) -> Path:

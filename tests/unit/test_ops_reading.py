@@ -4,6 +4,7 @@ time zone and NTP servers from files, interfaces and the appliance's own network
 from __future__ import annotations
 
 import os
+import socket
 import struct
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -84,7 +85,7 @@ def test_ntp_servers_of_timesyncd_files_the_drop_in_last(tmp_path: Path) -> None
 
 
 def test_an_interface_with_the_appliances_file_shows_its_mode(tmp_path: Path) -> None:
-    interface = next((n for n in sorted(os.listdir("/sys/class/net")) if n != "lo"), None)
+    interface = next((name for _index, name in sorted(socket.if_nameindex(), key=lambda x: x[1]) if name != "lo"), None)
     if interface is None:
         pytest.skip("no interface but lo")
     config = replace(Config(), system=SystemConfig(root=tmp_path))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,6 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     root = tmp_path / "root"
-    (root / "sys" / "class" / "net" / "eth1").mkdir(parents=True)
     zones = root / "usr" / "share" / "zoneinfo"
     (zones / "Europe").mkdir(parents=True)
     shutil.copy(ZONEINFO / "Europe" / "Paris", zones / "Europe" / "Paris")
@@ -129,30 +129,48 @@ def test_refused_with_status_2_and_nothing_run(argv: list[str], config_file: Pat
     assert not (root / "etc").exists()
 
 
+def an_interface() -> str:
+    names = sorted(name for _index, name in socket.if_nameindex() if name != "lo")
+    if not names:
+        pytest.skip("this machine has no network interface but lo")
+    return names[0]
+
+
 def test_network_apply_confirm_and_revert(config_file: Path, recorder: Recorder, root: Path) -> None:
-    status, out, err = run(["network-apply", "eth1", "198.51.100.10/24", "198.51.100.1", "198.51.100.53", "60"],
+    eth = an_interface()  # the file goes under the test's root: the machine's network is not touched
+    status, out, err = run(["network-apply", eth, "198.51.100.10/24", "198.51.100.1", "198.51.100.53", "60"],
                            config_file)
     assert status == 0, err
-    assert "applied eth1: static 198.51.100.10/24, gateway 198.51.100.1" in out
-    written = root / "etc" / "systemd" / "network" / "10-appliance-eth1.network"
+    assert f"applied {eth}: static 198.51.100.10/24, gateway 198.51.100.1" in out
+    written = root / "etc" / "systemd" / "network" / f"10-appliance-{eth}.network"
     assert "Address=198.51.100.10/24\nGateway=198.51.100.1\nDNS=198.51.100.53\n" in written.read_text()
-    assert any(t.startswith("systemd-run --unit=appliance-network-revert --on-active=60s") for t in recorder.tails())
+    assert any(t.startswith("systemd-run --unit=appliance-network-deadline --on-active=60s") for t in recorder.tails())
     assert "networkctl reload" in recorder.tails()
-    status, out, _err = run(["network-apply", "eth1", "dhcp", "none", "none", "60"], config_file)
+    status, out, _err = run(["network-apply", eth, "dhcp", "none", "none", "60"], config_file)
     assert status == 1 and out == ""
-    assert run(["network-confirm"], config_file)[:2] == (0, "confirmed: eth1 keeps its new configuration\n")
+    assert run(["network-confirm"], config_file)[:2] == (0, f"confirmed: {eth} keeps its new configuration\n")
     assert run(["network-revert"], config_file)[:2] == (0, "nothing to revert\n")
     assert written.exists()
 
 
 def test_ntp_servers_go_to_a_timesyncd_drop_in(config_file: Path, recorder: Recorder, root: Path) -> None:
+    recorder.outputs["--property=ActiveState"] = "active\n"
     status, out, err = run(["set-ntp", "0.Pool.ntp.org", "192.0.2.123"], config_file)
     assert status == 0, err
     dropin = root / "etc" / "systemd" / "timesyncd.conf.d" / "50-appliance.conf"
     assert dropin.read_text().endswith("[Time]\nNTP=0.pool.ntp.org 192.0.2.123\n")
-    assert recorder.tails() == ["timedatectl set-ntp true", "systemctl restart -- systemd-timesyncd.service"]
+    assert recorder.tails() == ["timedatectl set-ntp true", "systemctl restart -- systemd-timesyncd.service",
+                                "systemctl show --property=ActiveState --value -- systemd-timesyncd.service"]
     assert run(["ntp-off"], config_file)[0] == 0
     assert recorder.tails()[-1] == "timedatectl set-ntp false"
+
+
+def test_ntp_that_does_not_run_is_said(config_file: Path, recorder: Recorder, root: Path) -> None:
+    recorder.outputs["--property=ActiveState"] = "inactive\n"  # a container: timesyncd's condition fails
+    status, out, err = run(["set-ntp", "192.0.2.123"], config_file)
+    assert (status, out) == (1, "")
+    assert "the NTP servers are written" in err and "systemd-timesyncd is not running (inactive;" in err
+    assert (root / "etc" / "systemd" / "timesyncd.conf.d" / "50-appliance.conf").exists()
 
 
 def test_timezone_and_time(config_file: Path, recorder: Recorder) -> None:
