@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,8 +77,6 @@ def sessions(clock: Clock, utmp: Path = UTMP, dev: Path = Path("/dev"), own_tty:
 
 def change_password(config: Config, *, stdin_isatty: bool) -> int:
     """Run passwd on this terminal for the logged-in user; its exit status (0: changed)."""
-    import subprocess
-
     if os.geteuid() == 0:
         raise PermissionDenied("execute passwd changes the password of the appliance account you logged in as; "
                                "it is not run as root")

@@ -24,11 +24,14 @@ import os
 import re
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+
+from psycopg.conninfo import make_conninfo
 
 from appliance.config import Config
 from appliance.errors import CommandFailed, NotConfigured
@@ -67,8 +70,6 @@ def passfile(config: Config, active: ActiveTarget) -> Iterator[Path]:
 
 def conninfo(active: ActiveTarget, connect_timeout_s: int) -> str:
     """libpq connection string for ``active`` without its password (that goes in the passfile)."""
-    from psycopg.conninfo import make_conninfo  # quoting by libpq's rules; psycopg only when a dump runs
-
     t = active.target
     return make_conninfo(host=",".join(t.hosts), port=",".join(str(p) for p in t.ports), user=t.user,
                          dbname=t.dbname, sslmode=t.sslmode, connect_timeout=str(connect_timeout_s),
@@ -86,8 +87,6 @@ def dump(config: Config, active: ActiveTarget) -> Iterator[bytes]:
 
     :raises CommandFailed: (at the end, or before the first chunk) pg_dump failed or timed out.
     """
-    import threading
-
     with passfile(config, active) as pgpass, tempfile.TemporaryFile(dir=config.paths.state_dir) as errors:
         argv = tool_argv(config.tools.pg_dump, dump_args(config, active))
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors,

@@ -33,6 +33,7 @@ from appliance.errors import NotConfigured
 from appliance.masking import printable
 from appliance.ops.redact import redact_patterns
 from appliance.proc import CHILD_ENV, ChildLines, tool_argv
+from appliance.shell.audit import AuditRecord
 
 SOURCES = ("agent", "audit", "system", "shell")
 MAX_SCAN_BYTES = 64 * 1024 * 1024
@@ -158,8 +159,6 @@ def _stamp(line: str, audit_json: bool) -> datetime | None:
 def _format(line: str, audit_json: bool) -> str:
     if not audit_json:
         return line
-    from appliance.shell.audit import AuditRecord  # one text form of an audit record, the syslog one
-
     try:
         doc = json.loads(line)
         return f"{doc['time']} {AuditRecord(**doc).as_text()}"

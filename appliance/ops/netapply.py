@@ -22,8 +22,10 @@ clock; the timer is systemd's.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -51,8 +53,6 @@ def _run(tool: Path, args: Sequence[str]) -> str:
 def interface_exists(name: str) -> bool:
     """The interface is in this process's network namespace (asked of the kernel, not of /sys, which a
     container may show from another namespace)."""
-    import socket
-
     try:
         socket.if_nametoindex(name)
     except OSError:
@@ -223,8 +223,6 @@ class NetworkChanges:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        import fcntl
-
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
         self.net_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
         fd = os.open(self.state_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)

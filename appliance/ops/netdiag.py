@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,8 +48,6 @@ def _bounded(what: str, timeout_s: float, work: Callable[[], T]) -> T:
 
     A resolver call that does not return stays in its daemon thread; the shell goes on.
     """
-    import threading
-
     box: dict[str, object] = {}
 
     def run() -> None:
@@ -112,7 +111,7 @@ def _system(name: str) -> list[Answer]:
 
 
 def _dns(name: str, server: str, timeout_s: float, port: int) -> list[Answer]:
-    import dns.exception  # dnspython: only when a server is named
+    import dns.exception  # dnspython is heavy: loaded only when a server is named
     import dns.resolver
     import dns.reversename
 

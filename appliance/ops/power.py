@@ -18,8 +18,11 @@ from dataclasses import dataclass
 from appliance.clock import Clock
 from appliance.config import Config
 from appliance.errors import ApplianceError, CommandFailed, Conflict
+from appliance.ha import control
 from appliance.ha.model import ClusterView, NodeIdentity
+from appliance.ha.session import cluster_snapshot
 from appliance.ha.switchover import choose
+from appliance.node import read_targets
 from appliance.privileged.client import call_helper, helper_argv
 
 VERBS = {"reboot": "reboot", "poweroff": "shut down"}
@@ -72,9 +75,6 @@ def current_plan(config: Config, action: str) -> PowerPlan:
     :raises NotConfigured: the privileged helper is not installed (nothing would go down: say so
         before anything, a switchover included, happens).
     """
-    from appliance.ha.session import cluster_snapshot  # the store (psycopg) only when a power command runs
-    from appliance.node import read_targets
-
     helper_argv(config, ["power", action])
 
     try:
@@ -90,8 +90,6 @@ def current_plan(config: Config, action: str) -> PowerPlan:
 
 def execute(config: Config, chosen: PowerPlan, clock: Clock) -> Iterator[str]:
     """Hand over if planned, then ask the helper for the power action. Lines say what happened."""
-    from appliance.ha import control
-
     helper_argv(config, ["power", chosen.action])  # never hand over for a power action that cannot follow
     if chosen.handover_to is not None:
         yield f"Switching over to {chosen.handover_to}..."

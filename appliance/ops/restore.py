@@ -24,12 +24,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
+import psycopg
+from psycopg import sql
+
 from appliance.clock import Clock
 from appliance.config import Config
+from appliance.db.connect import connect
+from appliance.db.errors import error_from_exception
 from appliance.db.schema import TABLES, StateKind, read_state
 from appliance.db.target import Timeouts
 from appliance.errors import CommandFailed, Conflict, UsageError
+from appliance.ha.pgstore import PgStore
+from appliance.ha.session import cluster_snapshot
 from appliance.ha.settings import Setting
+from appliance.ha.store import StoreUnavailable
 from appliance.node import ActiveTarget, read_targets
 from appliance.ops import backup
 
@@ -95,8 +103,6 @@ def _check_node(config: Config, active: ActiveTarget) -> None:
     """Only a standalone node or the acting primary may restore. :raises Conflict:"""
     if active.local:
         return
-    from appliance.ha.session import cluster_snapshot
-
     view, _active, me = cluster_snapshot(config)
     holder = view.holder()
     if holder is None or holder.node_id != me.node_id:
@@ -107,8 +113,6 @@ def _check_node(config: Config, active: ActiveTarget) -> None:
 
 def prepare(config: Config, source: IO[bytes], label: str) -> RestorePlan:
     """Read and check everything; change nothing. :raises ApplianceError: the restore would be refused."""
-    from appliance.db.connect import connect
-
     toc = backup.read_toc(config, source)
     backup.verify(config, source)
     schemas = {schema for schema, table in toc.data if table == "meta"}
@@ -164,8 +168,6 @@ def prepare(config: Config, source: IO[bytes], label: str) -> RestorePlan:
 
 
 def _settings(conn: Any, schema: str, table: str) -> dict[str, str]:
-    from psycopg import sql
-
     rows = conn.execute(sql.SQL("SELECT key, value FROM {}.{}").format(sql.Identifier(schema),
                                                                        sql.Identifier(table))).fetchall()
     return {str(k): str(v) for k, v in rows if k != PREVIOUS_KEEPALIVE}
@@ -173,13 +175,6 @@ def _settings(conn: Any, schema: str, table: str) -> dict[str, str]:
 
 def apply(config: Config, plan: RestorePlan, clock: Clock, hostname: str) -> Iterator[str]:
     """A backup of the current state, then the replacement in one transaction. Lines say what happened."""
-    from psycopg import sql
-
-    from appliance.db.connect import connect
-    from appliance.db.errors import error_from_exception
-    from appliance.ha.pgstore import PgStore
-    from appliance.ha.store import StoreUnavailable
-
     active = plan.active
     if not plan.changes:
         yield "Nothing to replace: the dump's settings are the ones in use."
@@ -187,8 +182,6 @@ def apply(config: Config, plan: RestorePlan, clock: Clock, hostname: str) -> Ite
     saved = backup.save(config, active, f"{PRE_RESTORE}{hostname}-{clock.now().strftime('%Y%m%dT%H%M%SZ')}")
     backup.prune(config, PRE_RESTORE, KEEP_PRE_RESTORE)
     yield f"Saved the current state first: {saved.path} ({saved.size} bytes)."
-    import psycopg
-
     failure: str | None = None
     try:
         with connect(active.target, application_name="appliance-shell:restore", timeouts=TIMEOUTS) as conn:

@@ -36,7 +36,11 @@ from typing import IO, Any
 from appliance import __version__
 from appliance.clock import Clock
 from appliance.config import Config
+from appliance.db.connect import probe
+from appliance.db.errors import DbError
 from appliance.errors import ApplianceError
+from appliance.ha.timing import report_timeouts
+from appliance.node import read_targets
 from appliance.ops import logs
 from appliance.ops.redact import Redactor
 from appliance.ops.sysinfo import os_name
@@ -82,8 +86,6 @@ class Bundle:
 
 def known_secrets(config: Config) -> list[str]:
     """The secrets this node can read: its database passwords and the local superuser's password."""
-    from appliance.node import read_targets
-
     found = []
     try:
         for target in read_targets(config):
@@ -161,11 +163,6 @@ def installed_packages(status: Path = DPKG_STATUS) -> dict[str, str]:
 
 def reachability(config: Config) -> list[dict[str, Any]]:
     """Every database host of the active target, and the local database, probed with short timeouts."""
-    from appliance.db.connect import probe
-    from appliance.db.errors import DbError
-    from appliance.ha.timing import report_timeouts
-    from appliance.node import read_targets
-
     try:
         origin, active = read_targets(config)
     except ApplianceError as exc:

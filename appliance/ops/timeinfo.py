@@ -8,6 +8,7 @@ timesyncd's configuration files, and the sync state is "unknown", said so.
 
 from __future__ import annotations
 
+import zoneinfo
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,8 +72,6 @@ def zone_from_files() -> str:
 
 
 def _local(utc: datetime, zone: str) -> datetime:
-    import zoneinfo
-
     try:
         return utc.astimezone(zoneinfo.ZoneInfo(zone))
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
