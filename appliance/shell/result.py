@@ -50,16 +50,16 @@ class Stream:
     status: Callable[[], ExitStatus] = field(default=lambda: ExitStatus.OK)
 
 
-@dataclass
 class Binary:
     """Bytes for standard output, written as they are produced; never sent to a terminal.
 
     ``status()`` is asked once the chunks are exhausted. The producer cleans up in ``finally`` (the
-    renderer closes it when the reader goes away).
+    renderer closes it when the reader goes away). A plain class: every shell start defines it.
     """
 
-    chunks: Iterator[bytes]
-    status: Callable[[], ExitStatus] = field(default=lambda: ExitStatus.OK)
+    def __init__(self, chunks: Iterator[bytes], status: Callable[[], ExitStatus] = lambda: ExitStatus.OK) -> None:
+        self.chunks = chunks
+        self.status = status
 
 
 Outcome = Result | Stream | Binary

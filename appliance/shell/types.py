@@ -195,19 +195,20 @@ class SchemaPrefix(ParamType):
 
 
 # --- the administration commands (network, time, logs, backup) -----------------------------------
+# Plain classes with class-level settings, not dataclasses: every shell start defines them, and a
+# dataclass costs a code generation each (start-up is measured, bench/shell_startup.py).
 
 # A Linux interface name: at most 15 bytes (IFNAMSIZ - 1), no '/', no blank, never read as an option.
-_IFNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,14}")
+_IFNAME = r"[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,14}"
 
 
-@dataclass(frozen=True)
 class Interface(ParamType):
     """A network interface name; Tab offers the interfaces this node has now."""
 
-    metavar: str = "<IF>"
+    metavar = "<IF>"
 
     def parse(self, text: str) -> str:
-        if not _IFNAME.fullmatch(text) or text in (".", ".."):
+        if not re.fullmatch(_IFNAME, text) or text in (".", ".."):
             raise ValueError("must be an interface name (1-15 letters, digits, '_', '.', ':', '@' or '-')")
         return text
 
@@ -220,11 +221,10 @@ class Interface(ParamType):
             return ()
 
 
-@dataclass(frozen=True)
 class AddressPrefix(ParamType):
     """A unicast host address with its prefix length (``192.0.2.10/24``, ``2001:db8::5/64``)."""
 
-    metavar: str = "<ADDR/PREFIX>"
+    metavar = "<ADDR/PREFIX>"
 
     def parse(self, text: str) -> str:
         import ipaddress
@@ -244,12 +244,11 @@ class AddressPrefix(ParamType):
         return str(iface)
 
 
-@dataclass(frozen=True)
 class IpList(ParamType):
-    """One IP address or a comma-separated list of them, no duplicates."""
+    """One IP address or a comma-separated list of them (at most three), no duplicates."""
 
-    metavar: str = "<IP[,IP...]>"
-    max_items: int = 3
+    metavar = "<IP[,IP...]>"
+    max_items = 3
 
     def parse(self, text: str) -> tuple[str, ...]:
         items = [IpAddress().parse(item.strip()) for item in text.split(",")]
@@ -260,11 +259,10 @@ class IpList(ParamType):
         return tuple(items)
 
 
-@dataclass(frozen=True)
 class TimeZone(ParamType):
     """A zone of the tz database (``Europe/Paris``, ``UTC``); Tab completes them."""
 
-    metavar: str = "<ZONE>"
+    metavar = "<ZONE>"
 
     def parse(self, text: str) -> str:
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}", text) or len(text) > 64:
@@ -279,11 +277,10 @@ class TimeZone(ParamType):
         return sorted(z for z in zoneinfo.available_timezones() if not z.startswith(("posix/", "right/")))
 
 
-@dataclass(frozen=True)
 class DateTime(ParamType):
     """A local date and time, ``YYYY-MM-DD HH:MM:SS`` (one word: quote it)."""
 
-    metavar: str = '"<YYYY-MM-DD HH:MM:SS>"'
+    metavar = '"<YYYY-MM-DD HH:MM:SS>"'
 
     def parse(self, text: str) -> str:
         from datetime import datetime
@@ -299,19 +296,18 @@ class DateTime(ParamType):
         return text
 
 
-_DURATION = re.compile(r"([0-9]{1,6})([smhd])")
+_DURATION = r"([0-9]{1,6})([smhd])"
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-@dataclass(frozen=True)
 class Duration(ParamType):
     """A length of time: a whole number and a unit, ``30s``, ``15m``, ``2h``, ``7d``; the value is seconds."""
 
-    metavar: str = "<DURATION>"
-    max_s: int = 366 * 86400
+    metavar = "<DURATION>"
+    max_s = 366 * 86400
 
     def parse(self, text: str) -> int:
-        match = _DURATION.fullmatch(text)
+        match = re.fullmatch(_DURATION, text)
         if not match:
             raise ValueError("must be a number and a unit: s, m, h or d (30s, 15m, 2h, 7d)")
         seconds = int(match.group(1)) * _UNIT_S[match.group(2)]
@@ -320,12 +316,11 @@ class Duration(ParamType):
         return seconds
 
 
-@dataclass(frozen=True)
 class SearchWord(ParamType):
     """Plain text to look for (no pattern syntax: matched as written, ignoring case)."""
 
-    metavar: str = "<WORD>"
-    max_len: int = 64
+    metavar = "<WORD>"
+    max_len = 64
 
     def parse(self, text: str) -> str:
         if not text or len(text) > self.max_len or not text.isprintable():
@@ -333,11 +328,10 @@ class SearchWord(ParamType):
         return text
 
 
-@dataclass(frozen=True)
 class StandardStream(ParamType):
     """Only ``-``: standard output (or input), for scripts over SSH."""
 
-    metavar: str = "-"
+    metavar = "-"
 
     def parse(self, text: str) -> str:
         if text != "-":
@@ -345,11 +339,10 @@ class StandardStream(ParamType):
         return text
 
 
-@dataclass(frozen=True)
 class BackupSource(ParamType):
     """``-`` (standard input) or the name of a backup file kept under the state dir."""
 
-    metavar: str = "<-|FILE>"
+    metavar = "<-|FILE>"
 
     def parse(self, text: str) -> str:
         if text == "-" or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.dump", text):
