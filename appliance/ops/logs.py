@@ -64,8 +64,9 @@ class Origin:
     audit_json: bool = False
 
     def describe(self) -> str:
-        return "journal" + (" " + " ".join(self.journal) if self.journal else "") if self.file is None \
-            else str(self.file)
+        if self.file is not None:
+            return str(self.file)
+        return " ".join(("journal", *(self.journal or ())))
 
 
 def journal_available() -> bool:

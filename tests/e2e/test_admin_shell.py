@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import socket
+import subprocess
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -116,8 +117,6 @@ def test_tcp_check_open_and_closed(appliance):
 def test_the_bundle_streams_without_a_terminal_even_on_a_node_that_is_not_initialised(appliance):
     done = appliance.run(["-c", "execute diagnostic --output -"])
     assert done.status == 0, done.stderr
-    import subprocess
-
     raw = subprocess.run([str(appliance.exe), "--config", str(appliance.config), "-c",
                           "execute diagnostic --output -"], capture_output=True, env=appliance.env(),
                          stdin=subprocess.DEVNULL, timeout=60, check=False).stdout

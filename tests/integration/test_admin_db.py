@@ -9,6 +9,7 @@ not real: ``[tools] sudo`` is a script that records the request instead of reboo
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import subprocess
@@ -103,8 +104,6 @@ def test_backup_to_a_file_is_verified_and_named(standalone: Node) -> None:
     assert "Backup written and verified:" in out
     [dump] = (standalone.state / "backups").glob("appliance-solo-*.dump")
     assert oct(dump.stat().st_mode & 0o777) == "0o600"
-    import hashlib
-
     digest = hashlib.sha256(dump.read_bytes()).hexdigest()
     assert f"sha256 {digest}" in out
     assert (dump.parent / (dump.name + ".sha256")).read_text() == f"{digest}  {dump.name}\n"

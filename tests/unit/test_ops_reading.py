@@ -9,17 +9,20 @@ import struct
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
 from appliance.clock import FakeClock
 from appliance.config import Config, SystemConfig
+from appliance.db.schema import TABLES
 from appliance.masking import MASK
 from appliance.ops.accounts import _UTMP, USER_PROCESS, sessions
 from appliance.ops.backup import decode_copy_field
 from appliance.ops.netconf import NetworkSpec
 from appliance.ops.netinfo import network_info
 from appliance.ops.redact import Redactor, redact_patterns
+from appliance.ops.restore import KEPT, RESTORED
 from appliance.ops.timeinfo import configured_servers
 
 NOW = datetime(2026, 11, 22, 22, 0, 0, tzinfo=UTC)
@@ -68,8 +71,6 @@ def test_known_secrets_are_masked_in_every_form() -> None:
     secret = "p'a ss=w\"ö\\rd-%"
     redact = Redactor([secret, "abc"])  # too short to mask safely: ordinary words would go
     text = f"a {secret} b {secret.replace(chr(39), chr(39) * 2)} c x%27a%20ss%3Dw d abc"
-    from urllib.parse import quote
-
     text += " " + quote(secret, safe="")
     out = redact(text)
     assert secret not in out and quote(secret, safe="") not in out and "abc" in out
@@ -111,3 +112,7 @@ def test_network_info_without_iproute2_still_lists_interfaces(tmp_path: Path) ->
 ])
 def test_copy_text_fields(raw: str, value: str | None) -> None:
     assert decode_copy_field(raw) == value
+
+
+def test_every_table_of_the_schema_is_either_kept_or_restored_by_a_restore() -> None:
+    assert sorted(KEPT + RESTORED) == sorted(TABLES), "a new table: decide whether a restore keeps or replaces it"
