@@ -27,6 +27,7 @@ bench: setup
 	.venv/bin/python bench/shell_startup.py
 	.venv/bin/python bench/redirect.py
 	.venv/bin/python bench/ha_failover.py --quick
+	.venv/bin/python bench/client_failover.py
 
 readme: setup
 	.venv/bin/python scripts/gen_reference.py --write

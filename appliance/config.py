@@ -77,7 +77,8 @@ class ToolsConfig:
     # The privileged path of an unprivileged shell or agent: ``sudo -n <privhelper> VERB ARGS``.
     sudo: Path = Path("/usr/bin/sudo")
     privhelper: Path = Path("/usr/libexec/appliance/privhelper")
-    # The administration commands (network, time, logs, diagnostics, backup, passwd) and the helper.
+    # The administration commands (network, time, logs, diagnostics, backup, passwd) and the helper;
+    # ip also for the virtual IP's holder, which adds, refreshes and deletes the address with it.
     traceroute: Path = Path("/usr/bin/traceroute")
     ip: Path = Path("/usr/sbin/ip")
     journalctl: Path = Path("/usr/bin/journalctl")
@@ -142,6 +143,36 @@ class HaConfig:
 
     keepalive_interval_s: int = 10
     statement_timeout_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """The agent's HTTP endpoint for load balancers and monitoring (:mod:`appliance.ha.health`).
+
+    :param listen: ``HOST:PORT`` (``[V6]:PORT``) to bind; empty: no endpoint.
+    :param max_connections: connections served at once; past it the oldest pending one is dropped.
+    :param request_timeout_s: a client must send its whole request head within this time.
+    :param detail_networks: clients allowed ``/cluster`` and ``/metrics`` (node names, DB hosts); every
+        client may ask ``/primary``, ``/standby`` and ``/health``, which show a role and nothing else.
+    """
+
+    listen: str = ""
+    max_connections: int = 32
+    request_timeout_s: float = 2.0
+    detail_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+
+
+@dataclass(frozen=True)
+class VipConfig:
+    """This node's side of the cluster's virtual IP (the address itself is a cluster setting).
+
+    :param interface: the interface the VIP goes on when this node is primary; empty: never here.
+    :param refresh_announce_s: while holding it, announce it again this often (switch and router
+        caches that missed the burst at takeover); 0: only the burst.
+    """
+
+    interface: str = ""
+    refresh_announce_s: int = 60
 
 
 @dataclass(frozen=True)
@@ -219,6 +250,8 @@ class Config:
     system: SystemConfig = field(default_factory=SystemConfig)
     logs: LogsConfig = field(default_factory=LogsConfig)
     support: SupportConfig = field(default_factory=SupportConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    vip: VipConfig = field(default_factory=VipConfig)
     source: Path | None = None
 
     @property
@@ -335,6 +368,47 @@ def _unit(value: Any) -> str:
     return value
 
 
+def _listen(value: Any) -> str:
+    text = _text(value)
+    if text:
+        split_listen(text)
+    return text
+
+
+def split_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` as (host, port). :raises ValueError: not of that form."""
+    import ipaddress
+
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        ipaddress.ip_address(host)
+        number = int(port) if sep and port.isdigit() else -1
+    except ValueError:
+        number = -1
+    if not 1 <= number <= 65535:
+        raise ValueError('must be "ADDRESS:PORT" (an IP address, "[IPv6]:PORT" for IPv6), or empty')
+    return host, number
+
+
+def _networks(value: Any) -> tuple[str, ...]:
+    import ipaddress
+
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("must be a list of networks (\"10.0.0.0/8\", \"::1/128\")")
+    try:
+        return tuple(str(ipaddress.ip_network(v, strict=False)) for v in value)
+    except ValueError as exc:
+        raise ValueError(f"holds a bad network: {exc}") from None
+
+
+def _interface(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"(?:[A-Za-z0-9_.@-]{1,15})?", value) or value in (".", ".."):
+        raise ValueError("must be empty or an interface name (1-15 letters, digits, '_', '.', '-' or '@')")
+    return value
+
+
 def _seconds(lo: float, hi: float) -> _Check:
     def check(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -438,6 +512,13 @@ def _checks(base: Path) -> dict[str, dict[str, _Check]]:
             "backup_timeout_s": _int_range(10, 86400),
             "max_restore_mb": _int_range(1, 1024 * 1024),
         },
+        "health": {
+            "listen": _listen,
+            "max_connections": _int_range(1, 1024),
+            "request_timeout_s": _seconds(0.1, 30),
+            "detail_networks": _networks,
+        },
+        "vip": {"interface": _interface, "refresh_announce_s": _int_range(0, 3600)},
     }
 
 
@@ -456,6 +537,8 @@ _SECTION_TYPES: dict[str, type] = {
     "system": SystemConfig,
     "logs": LogsConfig,
     "support": SupportConfig,
+    "health": HealthConfig,
+    "vip": VipConfig,
 }
 
 

@@ -32,10 +32,14 @@ from appliance.db import schema as S
 from appliance.db.connect import connect
 from appliance.db.errors import error_from_exception
 from appliance.db.target import DbTarget, Timeouts
-from appliance.errors import ApplianceError, CommandFailed, Conflict, NotConfigured, UsageError
+from appliance.errors import ApplianceError, CommandFailed, Conflict, NotConfigured, Unavailable, UsageError
+from appliance.ha.dbmonitor import FollowedFile, target_key
+from appliance.ha.dbnodes import Followed, HostState
+from appliance.ha.dbwatch import probe_hosts
 from appliance.ha.fence import FileFence
 from appliance.ha.model import ClusterView, NodeIdentity, Registration
 from appliance.ha.pgstore import PgStore
+from appliance.ha.session import writer_choice_for
 from appliance.ha.settings import Setting
 from appliance.ha.timing import trust_s
 from appliance.node import ActiveTarget, identity, read_targets, write_targets
@@ -73,6 +77,7 @@ class Plan:
     state: SchemaState
     server: str
     action: str  # deploy | upgrade | verify
+    writer: HostState | None = None  # of a multi-host target: the node written to (by the agent's rule)
 
     def summary(self) -> str:
         role = "primary" if self.request.role == "primary" else "secondary (standby)"
@@ -129,7 +134,9 @@ def preflight(config: Config, request: Request) -> Plan:
     schema = S.schema_name(request.prefix)
     target = DbTarget(request.hosts, request.ports, request.user, request.password, request.dbname,
                       config.database.sslmode)
-    with connect(target, application_name=_app_name(me), timeouts=_timeouts(config), autocommit=True) as conn:
+    writer = _writer(config, target, schema, me)
+    single = target if writer is None else target.for_host(*writer.address)
+    with connect(single, application_name=_app_name(me), timeouts=_timeouts(config), autocommit=True) as conn:
         server = f"PostgreSQL {conn.info.parameter_status('server_version') or '?'} on " \
                  f"{conn.info.host}:{conn.info.port}"
         try:
@@ -139,7 +146,28 @@ def preflight(config: Config, request: Request) -> Plan:
                 _check_primary(PgStore.on_connection(conn, target, schema).snapshot(), state, request, target, me)
         except psycopg_error() as exc:
             raise error_from_exception(exc, target, action="checking the database") from None
-    return Plan(request, target, schema, me, origin, active, state, server, action)
+    return Plan(request, target, schema, me, origin, active, state, server, action, writer)
+
+
+def _writer(config: Config, target: DbTarget, schema: str, me: NodeIdentity) -> HostState | None:
+    """For a multi-host target, the one node to connect to (never libpq's "first read-write host": an old
+    primary started again as a primary is read-write too). None for a single host.
+
+    :raises Conflict: the database is split and nothing tells which node is current.
+    :raises Unavailable: no read-write node of the target answers.
+    """
+    if len(target.host_ports()) == 1:
+        return None
+    hosts = probe_hosts(target, _timeouts(config), _app_name(me))
+    choice = writer_choice_for(config, target, schema, hosts)
+    if choice.writer is None:
+        if choice.alarm:
+            raise Conflict(f"{choice.alarm}; nothing was changed",
+                           hint="stop the stale database node or rejoin it as a standby, then run redirect again")
+        down = "; ".join(f"{h.describe()}: {h.error or 'read-only'}" for h in hosts)
+        raise Unavailable(f"no read-write node answers on {target.describe()} ({down})",
+                          hint="check the database nodes and their failover, then run redirect again")
+    return choice.writer
 
 
 def psycopg_error() -> type[Exception]:
@@ -248,6 +276,7 @@ class _Session:
     def __init__(self, config: Config, plan: Plan) -> None:
         self.config, self.plan = config, plan
         self._conn: psycopg.Connection[Any] | None = None
+        self.writer = plan.writer
 
     def connection(self) -> psycopg.Connection[Any]:
         from psycopg import pq  # psycopg is loaded by now: the pre-flight connected
@@ -255,7 +284,14 @@ class _Session:
         conn = self._conn
         if conn is None or conn.closed or conn.broken or conn.info.transaction_status != pq.TransactionStatus.IDLE:
             self.close()
-            conn = self._conn = connect(self.plan.target, application_name=_app_name(self.plan.me),
+            target = self.plan.target
+            if self.plan.writer is not None:
+                # A new connection: every host asked again, by the same rule (the database may have moved).
+                writer = _writer(self.config, target, self.plan.schema, self.plan.me)
+                assert writer is not None
+                self.writer = writer
+                target = target.for_host(*writer.address)
+            conn = self._conn = connect(target, application_name=_app_name(self.plan.me),
                                         timeouts=_timeouts(self.config), autocommit=True)
         return conn
 
@@ -369,11 +405,17 @@ def _database_step(config: Config, plan: Plan, clock: Clock, journal: _Journal,
             if plan.request.role == "primary" and done.lease_after.holder == plan.me.node_id:
                 # The primary-only services may act until the agent renews the lease it now holds.
                 fence = FileFence(config.fence_file)
-                fence.grant(registered_at + trust_s(done.keepalive_s), done.lease_after.epoch)
+                fence.grant(registered_at + trust_s(done.keepalive_s), done.lease_after.epoch,
+                            done.lease_after.timeline)
                 journal.add("closed the fence of the primary-only services", fence.revoke)
             what = "removed this node's registration" if done.previous is None else "restored this node's registration"
             journal.add(what + (" (the deployed, empty schema stays)" if action == "deploy" else ""),
                         lambda: session.undo_registration(clock, done))
+            if session.writer is not None:
+                # The agent starts from the database node this node registered on (multi-host targets).
+                w = session.writer
+                FollowedFile(config.paths.state_dir).save(target_key(plan.target, plan.schema),
+                                                          Followed(w.host, w.port, w.timeline, w.system_id))
         finally:
             S.release_deploy_lock(conn, plan.schema)
     except psycopg.Error as exc:

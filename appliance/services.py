@@ -45,6 +45,16 @@ class ServiceManager(ABC):
     def running(self) -> list[str]:
         """Names of the services running now."""
 
+    @abstractmethod
+    def wanted(self, role: str) -> list[str]:
+        """Names of the services that run in ``role``."""
+
+    def missing(self, role: str) -> list[str]:
+        """The services of ``role`` that should run and do not (one that exited on its own at the fence
+        deadline while the lease was being renewed, one that crashed). The agent starts them again."""
+        running = set(self.running())
+        return [name for name in self.wanted(role) if name not in running]
+
 
 class NoServices(ServiceManager):
     def start(self, role: str) -> list[str]:
@@ -54,6 +64,9 @@ class NoServices(ServiceManager):
         return []
 
     def running(self) -> list[str]:
+        return []
+
+    def wanted(self, role: str) -> list[str]:
         return []
 
 
@@ -79,6 +92,9 @@ class ProcessServices(ServiceManager):
 
     def running(self) -> list[str]:
         return [s.name for s in self.services if self._pid(s) is not None]
+
+    def wanted(self, role: str) -> list[str]:
+        return [s.name for s in self.services if role in s.roles]
 
     def start(self, role: str) -> list[str]:
         started = []
@@ -172,13 +188,17 @@ class SystemdServices(ServiceManager):
         import subprocess  # only when systemctl actually runs: keeps start-up fast (as in appliance.proc)
 
         units = list(self.primary) + list(self.standby)
-        found = []
-        for unit in units:
-            done = subprocess.run([str(self.systemctl), "is-active", "--quiet", "--", unit], env={"LC_ALL": "C"},
-                                  timeout=self.timeout_s, check=False, stdin=subprocess.DEVNULL)
-            if done.returncode == 0:
-                found.append(unit)
-        return found
+        if not units:
+            return []
+        # One call for every unit: it prints one state per line, in order (the agent asks at every tick).
+        done = subprocess.run([str(self.systemctl), "is-active", "--", *units], env={"LC_ALL": "C"},
+                              timeout=self.timeout_s, check=False, stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True)
+        states = done.stdout.split()
+        return [unit for unit, state in zip(units, states, strict=False) if state == "active"]
+
+    def wanted(self, role: str) -> list[str]:
+        return list(self.standby) + (list(self.primary) if role == "primary" else [])
 
 
 def manager_for(config: Config) -> ServiceManager:
@@ -190,6 +210,12 @@ def manager_for(config: Config) -> ServiceManager:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs. A child of this process that exited is reaped here (no zombie is left)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child (started by another process, e.g. redirect in the shell): just look at it
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             data = handle.read()

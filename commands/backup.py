@@ -21,6 +21,7 @@ def backup(ctx: Context, args: Args) -> Result | Binary:
                          hint="ssh ems@vm 'execute backup --output -' > appliance.dump; "
                          "without --output it is kept under the state dir")
     _origin, active = read_targets(ctx.config)
+    active = core.database_of(ctx.config, active)
     if args["output"] == "-":
         return Binary(core.stream_verified(ctx.config, active))
     name = f"appliance-{backend_for(ctx.config).get()}-{ctx.env.clock.now().strftime('%Y%m%dT%H%M%SZ')}"

@@ -2,47 +2,55 @@
 
 from __future__ import annotations
 
-from appliance.errors import NotConfigured
+from appliance.errors import ExitStatus, NotConfigured, Unavailable
 from appliance.shell.context import Context
 from appliance.shell.result import Result, Table
 from appliance.shell.spec import Args, CommandSpec, Param
-from appliance.shell.types import Choice, Integer, Text
+from appliance.shell.types import Choice, Integer, Text, VipAddress
 
 
 def get_nodes(ctx: Context, args: Args) -> Result:
-    from appliance.ha.report import app_nodes, db_nodes  # the HA core loads when an ha command runs
-    from appliance.ha.session import cluster_snapshot
+    from appliance.ha.report import app_nodes, cluster_report, db_nodes, nodes_document, vip_holder
 
-    view, active, me = cluster_snapshot(ctx.config)
-    apps = app_nodes(view, me)
-    dbs = db_nodes(active)
+    report = cluster_report(ctx.config)
+    view = report.view
+    apps = app_nodes(view, report.me) if view is not None else []
+    dbs = db_nodes(report.hosts)
     nodes = Table("nodes", ("Name", "Role", "Status", "Last Seen"),
                   [(f"{a.name} (*)" if a.this_node else a.name, a.role, a.status, a.last_seen) for a in apps],
                   title="Node(s):")
     databases = Table("db_nodes", ("Host", "Port", "Role", "Status", "Latency (ms)"),
                       [(d.host, d.port, d.role, d.status, d.latency_ms) for d in dbs], title="DB Node(s):")
-    data = {
-        "nodes": [{"name": a.name, "this_node": a.this_node, "role": a.role, "status": a.status, "state": a.state,
-                   "last_seen": a.last_seen, "priority": a.priority} for a in apps],
-        "db_nodes": [{"host": d.host, "port": d.port, "role": d.role, "status": d.status,
-                      "latency_ms": d.latency_ms} for d in dbs],
-        "epoch": view.lease.epoch,
-        "maintenance": view.maintenance,
-        "keepalive_interval_s": view.keepalive_s,
-    }
-    return Result(tables=(nodes, databases), data=data)
+    lines = [f"ALARM: {report.alarm}{_ALARM_HINT}"] if report.alarm else []
+    lines += [f"Note: {report.note}"] if report.note else []
+    tables: tuple[Table, ...] = (nodes, databases)
+    if view is not None and view.vip:
+        tables += (Table("vip", ("Address", "Held By"), [(view.vip, vip_holder(view) or "-")], title="Virtual IP:"),)
+    data = nodes_document(view, apps, dbs, alarm=report.alarm, note=report.note, read_from=report.read_from)
+    return Result(status=ExitStatus.OK if view is not None else ExitStatus.FAILED,
+                  message="\n".join(lines) or None, tables=tables, data=data)
+
+
+_ALARM_HINT = (". Stop the stale node, or rejoin it to the new primary as a standby (repmgr node rejoin, or "
+               "pg_rewind), then check again with 'ha get nodes'")
 
 
 def get_status(ctx: Context, args: Args) -> Result:
-    from appliance.ha.session import cluster_snapshot
+    from appliance.ha.report import cluster_report
     from appliance.ha.status import status_of
     from appliance.ha.statusfile import read_status
 
-    view, active, me = cluster_snapshot(ctx.config)
+    report = cluster_report(ctx.config)
+    view, active, me = report.view, report.active, report.me
+    if view is None:
+        raise Unavailable(f"cannot read the cluster's state: {report.alarm or report.note}",
+                          hint="see 'ha get nodes' for every database node and what it answered")
     node = view.node(me.node_id)
     if node is None:
         raise NotConfigured(f"this node ({me.name}) is not registered in cluster {active.cluster_id}",
                             hint="run redirect (or appliance-admin init) again")
+    from appliance.ha.vip import describe_vip
+
     agent = read_status(ctx.config)
     holder = view.holder()
     fields = (
@@ -50,12 +58,18 @@ def get_status(ctx: Context, args: Args) -> Result:
         ("State", status_of(view, node).value),
         ("Role", "primary" if holder is not None and holder.node_id == me.node_id else "standby"),
         ("Epoch", view.lease.epoch),
+        ("Lease timeline", view.lease.timeline),
         ("Priority", node.priority),
         ("Keepalive (s)", view.keepalive_s),
+        ("DB check (s)", view.db_check_s),
         ("Maintenance", "on" if view.maintenance else "off"),
         ("DB target", active.target.describe() + (" (local)" if active.local else "")),
+        ("DB read from", report.read_from),
+        ("DB alarm", None if report.alarm is None else report.alarm + _ALARM_HINT),
+        ("Note", report.note),
         ("Last heartbeat (s ago)", None if node.heartbeat_age_s is None else round(node.heartbeat_age_s, 1)),
         ("Agent", f"running (pid {agent['pid']}): {agent['reason']}" if agent else "no status (not running?)"),
+        ("VIP", describe_vip(ctx.config, view.vip)),
     )
     return Result(fields=fields)
 
@@ -66,6 +80,32 @@ def set_keepalive(ctx: Context, args: Args) -> Result:
     old = control.set_keepalive(ctx.config, args["seconds"])
     return Result(message=f"Keepalive interval changed from {old:g} s to {args['seconds']} s on every node "
                   "(liveness is judged by the longer of the two while the change spreads).")
+
+
+def set_db_check(ctx: Context, args: Args) -> Result:
+    from appliance.ha import control
+
+    old = control.set_db_check(ctx.config, args["seconds"])
+    return Result(message=f"DB check interval changed from {old:g} s to {args['seconds']} s on every node "
+                  "(each node asks every database host at least once per keepalive interval anyway).")
+
+
+def set_vip(ctx: Context, args: Args) -> Result:
+    from appliance.ha import control
+
+    old = control.set_vip(ctx.config, args["address"])
+    note = "" if ctx.config.vip.interface else \
+        " This node has no [vip] interface in its configuration: it will never hold the address."
+    return Result(message=f"Virtual IP set to {args['address']} (was {old or 'none'}): the acting primary adds it "
+                  f"and announces it within one keepalive interval.{note}")
+
+
+def unset_vip(ctx: Context, args: Args) -> Result:
+    from appliance.ha import control
+
+    old = control.set_vip(ctx.config, None)
+    return Result(message=f"Virtual IP removed (was {old}): the primary deletes the address." if old
+                  else "No virtual IP was set: nothing changed.")
 
 
 def switchover(ctx: Context, args: Args) -> Result:
@@ -103,6 +143,7 @@ GROUPS = {
     "ha": "the high-availability cluster",
     "ha get": "show the cluster's nodes or this node's HA status",
     "ha set": "change a cluster-wide HA setting",
+    "ha unset": "remove a cluster-wide HA setting",
 }
 
 COMMANDS: tuple[CommandSpec, ...] = (
@@ -116,6 +157,27 @@ COMMANDS: tuple[CommandSpec, ...] = (
                                      flag=False, required=True),),
         changes_state=True, confirm=True,
     ),
+    CommandSpec(
+        ("ha", "set", "db-check-interval"), "set how often every node asks every database host its role",
+        set_db_check, params=(Param("seconds", "interval in seconds", Integer(1, 30, metavar="<SECONDS>"),
+                                    flag=False, required=True),),
+        changes_state=True, confirm=True,
+        detail="Each agent keeps a connection to every configured database host and asks it, at this\n"
+        "interval or at the keepalive interval if that is shorter, whether it is read-write and on which\n"
+        "timeline. A database failover is followed, and a second read-write node (a split brain) is seen,\n"
+        "within that time. Default 10 s.",
+    ),
+    CommandSpec(
+        ("ha", "set", "vip"), "set the cluster's virtual IP, held by the acting primary", set_vip,
+        params=(Param("address", "the address and its prefix length (IPv4 or IPv6)", VipAddress(), flag=False,
+                      required=True),),
+        changes_state=True, confirm=True,
+        detail="The acting primary adds the address on the interface its configuration names ([vip]\n"
+        "interface), announces it (gratuitous ARP, unsolicited neighbour advertisement) and deletes it\n"
+        "when it stops acting, at the latest at its fence deadline, even if its agent is frozen.",
+    ),
+    CommandSpec(("ha", "unset", "vip"), "remove the cluster's virtual IP (the primary deletes it)", unset_vip,
+                changes_state=True, confirm=True),
     CommandSpec(
         ("ha", "switchover"), "hand the primary role to another node now (planned)", switchover,
         params=(Param("to", "the node to hand over to (default: the best online standby)",

@@ -2,13 +2,15 @@
 # Installs everything the product and its tests need on a fresh Debian 12 machine. Idempotent:
 # a second run installs nothing. Debian packages: ping and traceroute (the network checks),
 # PostgreSQL 15 (server binaries for the test clusters and the sandbox, pg_dump/pg_restore for the
-# backups), tmux (terminal tests), OpenSSH's sshd, login and passwd (the SSH and serial-console
-# tests), venv support. Python packages: the project and its dev extras, into ./.venv.
+# backups), repmgr (the tests' repmgr-managed database pair), tmux (terminal tests), OpenSSH's sshd,
+# login and passwd (the SSH and serial-console tests), HAProxy (the sandbox's load balancer and its
+# tests), iproute2 (the VIP), venv support. Python packages: the project and its dev extras, into
+# ./.venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(iputils-ping traceroute libcap2-bin postgresql-15 postgresql-client-15 tmux python3-venv util-linux
-          openssh-server login passwd)
+packages=(iputils-ping traceroute libcap2-bin postgresql-15 postgresql-client-15 postgresql-15-repmgr tmux
+          python3-venv util-linux openssh-server login passwd haproxy iproute2)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -24,6 +26,11 @@ if ((${#missing[@]})); then
     if [[ " ${missing[*]} " == *" openssh-server "* ]] && command -v systemctl >/dev/null \
         && [[ -d /run/systemd/system ]]; then
         "${sudo[@]}" systemctl disable --now ssh.service >/dev/null 2>&1 || true
+    fi
+    # Likewise haproxy: the sandbox and the tests run their own, on ports of their own.
+    if [[ " ${missing[*]} " == *" haproxy "* ]] && command -v systemctl >/dev/null \
+        && [[ -d /run/systemd/system ]]; then
+        "${sudo[@]}" systemctl disable --now haproxy.service >/dev/null 2>&1 || true
     fi
 fi
 

@@ -9,6 +9,8 @@ decision asks to be woken (at most one keepalive interval). One log line per cha
 * SIGHUP: reload the configuration and credentials.
 * It follows ``redirect``: when the credential set changes on disk, it reconnects to the new target.
 * It writes ``<state_dir>/agent-status.json`` (state, role, epoch...) for ``ha get status``.
+* With ``[health] listen`` it serves the health endpoint and the metrics (:mod:`appliance.ha.exposure`),
+  and it hands the cluster's virtual IP to the VIP holder service (:mod:`appliance.ha.vip`).
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from typing import Any
 from appliance import credentials
 from appliance.clock import Clock, SystemClock
 from appliance.config import Config, config_path, load_config
-from appliance.db.target import DbTarget
+from appliance.db.target import DbTarget, Timeouts
 from appliance.errors import ApplianceError, ExitStatus
-from appliance.ha.dbmonitor import DbMonitor, probe_hosts
+from appliance.ha.dbmonitor import DbMonitor, FollowedFile, target_key
+from appliance.ha.dbwatch import DbWatch
+from appliance.ha.exposure import Exposure
 from appliance.ha.fence import FileFence
 from appliance.ha.listener import Listener
 from appliance.ha.model import Action, Decision, NodeStatus
@@ -77,13 +81,21 @@ class Agent:
         self.last: tuple[Action, str] | None = None
         self.target: DbTarget | None = None
         self.schema: str | None = None
-        self.monitor = DbMonitor(clock, lambda target: probe_hosts(target, self._timeouts()))
+        self.exposure = Exposure(config)
+        self.monitor: DbMonitor | None = None
         self.listener: Listener | None = None
 
-    def _timeouts(self) -> Any:
+    def _timeouts(self) -> Timeouts:
         """The HA timeouts at the cluster's current interval (the configured one before the first snapshot)."""
         keepalive = self.runtime.keepalive_s if self.runtime is not None else self.config.ha.keepalive_interval_s
         return ha_timeouts(keepalive, statement_cap_s=self.config.ha.statement_timeout_s)
+
+    def _db_poll_s(self) -> float:
+        """How often every database host is asked: the DB check interval, at most one keepalive interval."""
+        runtime = self.runtime
+        keepalive = runtime.keepalive_s if runtime is not None else float(self.config.ha.keepalive_interval_s)
+        check = runtime.view.db_check_s if runtime is not None and runtime.view is not None else keepalive
+        return min(keepalive, check)
 
     # --- wiring ----------------------------------------------------------------------------------
 
@@ -94,17 +106,24 @@ class Agent:
         me = identity(self.config)
         _origin, active = read_targets(self.config)
         same_target = _same_database(self.target, self.schema, active.target, active.schema)
-        if not same_target:
-            self.monitor.reset()  # another database (redirect), not a failover of the same one
         self.target, self.schema = active.target, active.schema
         previous = self.runtime
         keepalive = previous.keepalive_s if previous is not None else self.config.ha.keepalive_interval_s
         timeouts = ha_timeouts(keepalive, statement_cap_s=self.config.ha.statement_timeout_s)
         app_name = f"appliance-agent:{me.name}"[:63]
-        self.store = PgStore(active.target, active.schema, application_name=app_name, timeouts=timeouts)
-        fence = FileFence(self.config.fence_file)
-        runtime = Runtime(self.store, me.node_id, manager_for(self.config), self.clock, fence=fence,
-                          keepalive_s=keepalive)
+        # A new monitor for every connection: another database (redirect) starts with its own memory.
+        if self.monitor is not None:
+            self.monitor.close()
+        multi = len(active.target.host_ports()) > 1
+        watch = DbWatch(active.target, application_name=f"appliance-agent:{me.name}:watch"[:63],
+                        timeouts=self._timeouts, interval=self._db_poll_s, on_change=self.wake.set)
+        self.monitor = monitor = DbMonitor(watch, FollowedFile(self.config.paths.state_dir),
+                                           target_key(active.target, active.schema), multi=multi)
+        self.store = PgStore(active.target, active.schema, application_name=app_name, timeouts=timeouts,
+                             pick_host=monitor.pick_writer if multi else None)
+        runtime = Runtime(self.store, me.node_id, manager_for(self.config), self.clock, keepalive_s=keepalive)
+        runtime.fence = self.exposure.fence(FileFence(self.config.fence_file), runtime)
+        monitor.attach(runtime)
         if previous is None:
             try:
                 runtime.start()
@@ -120,7 +139,8 @@ class Agent:
         if self.listener is not None:
             self.listener.close()
         self.listener = Listener(active.target, active.schema, application_name=app_name, timeouts=timeouts,
-                                 clock=self.clock)
+                                 clock=self.clock,
+                                 followed=lambda: monitor.followed.address if monitor.followed else None)
         logger.info("node %s (%s) on %s, schema %s, registered as %s", me.name, me.node_id,
                     active.target.describe(), active.schema, active.role)
         return runtime
@@ -146,12 +166,16 @@ class Agent:
                 self._write_status(decision)
                 if self.listener is not None:
                     self.listener.close()
+                if self.monitor is not None:
+                    self.monitor.close()
+                self.exposure.close()
                 notify("STOPPING=1")
                 return ExitStatus.OK
             if self.reload_requested or self.creds.changed_since(self.generation):
                 self._reload()
-            assert self.target is not None
-            self.monitor.check(self.runtime, self.target)
+            assert self.monitor is not None
+            self.monitor.check()
+            self.exposure.probed(self.monitor.hosts)
             try:
                 decision = self.runtime.tick()
             except ApplianceError as exc:
@@ -163,10 +187,11 @@ class Agent:
             self._follow_hostname()
             self._follow_keepalive()
             self._write_status(decision)
+            self.exposure.tick(self.runtime, decision)
             notify("WATCHDOG=1\nSTATUS=" + decision.reason[:200] + ("" if ready else "\nREADY=1"))
             ready = True
             wait = self.runtime.keepalive_s if decision.wake_in_s is None else decision.wake_in_s
-            wait = min(wait, self.runtime.keepalive_s, self.monitor.seconds_to_next())
+            wait = min(wait, self.runtime.keepalive_s)
             if self.listener is not None:
                 # A redirect switches the credential set: follow it within a tenth of a second.
                 self.listener.wait(max(0.0, wait), self.wake,
@@ -194,6 +219,7 @@ class Agent:
         self.reload_requested = False
         try:
             self.config = load_config(self.config.source) if self.config.source else self.config
+            self.exposure.reconfigure(self.config)
             assert self.runtime is not None
             old_store = self.runtime.store
             self.runtime = self.connect()
@@ -223,6 +249,15 @@ class Agent:
             "keepalive_s": runtime.keepalive_s,
             "decision": decision.action.value,
             "reason": decision.reason,
+            "services_missing": runtime.services_missing,
+            "db_alarm": self.monitor.alarm if self.monitor is not None else None,
+            "db_writing_to_none": runtime.local.db_alarm is not None,
+            "db_followed": None if self.monitor is None or self.monitor.followed is None else
+            {"host": self.monitor.followed.host, "port": self.monitor.followed.port,
+             "timeline": self.monitor.followed.timeline},
+            "db_nodes": [] if self.monitor is None else [
+                {"host": h.host, "port": h.port, "reachable": h.reachable, "writable": h.writable,
+                 "timeline": h.timeline} for h in self.monitor.hosts],
             "pid": os.getpid(),
             "written_at": self.clock.now().isoformat(),
         }

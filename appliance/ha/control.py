@@ -22,6 +22,22 @@ def set_keepalive(config: Config, seconds: int) -> float:
     return old
 
 
+def set_db_check(config: Config, seconds: int) -> float:
+    """Set the cluster's DB check interval; return the one it replaced."""
+    with cluster_store(config) as (store, _active, _me):
+        old = store.snapshot().db_check_s
+        store.set_setting(Setting.DB_CHECK, str(seconds))
+    return old
+
+
+def set_vip(config: Config, address: str | None) -> str | None:
+    """Set (or with None remove) the cluster's virtual IP; return the one it replaced, if any."""
+    with cluster_store(config) as (store, _active, _me):
+        old = store.snapshot().vip
+        store.set_setting(Setting.VIP, address or "")
+    return old
+
+
 def set_maintenance(config: Config, on: bool) -> None:
     with cluster_store(config) as (store, _active, _me):
         store.set_setting(Setting.MAINTENANCE, "on" if on else "off")

@@ -1,136 +1,169 @@
-"""Watching the database's own nodes: follow a DB failover, and raise the alarm on a DB split brain.
+"""Following the database's own nodes: which one the HA store writes to, DB failover and split brain.
 
-Every DB check interval (a cluster setting) the agent probes each configured database host in
-parallel. What it learns goes through :meth:`DbMonitor.observe`, which holds the rules:
+For a target with several hosts (a repmgr or Patroni pair) the agent watches every host all the time
+(:mod:`appliance.ha.dbwatch`) and applies the rule of :mod:`appliance.ha.dbnodes` twice:
 
-* **one read-write node, a different one than before** (repmgr, Patroni or an admin promoted a
-  standby): a database failover. The HA store drops its connection (the next call reconnects to the
-  read-write node) and nobody is judged dead for a while
-  (:func:`~appliance.ha.timing.db_failover_grace_s`): everyone's heartbeats paused while the database
-  moved;
-* **two or more read-write nodes**: a split brain of the database. Writing to either could fork the
-  cluster's HA state, so the node writes to neither (:attr:`~appliance.ha.model.Local.db_alarm`) and
-  decides as if the database were unreachable, until one read-write node is left;
-* **no read-write node**: nothing to do here; the store's calls fail and the trust window runs out.
+* **at every tick**, over the latest answers: a new read-write node is a database failover (the store
+  drops its connection, and nobody is judged dead for :func:`~appliance.ha.timing.db_failover_grace_s`:
+  everyone's heartbeats paused while the database moved); two read-write nodes are a split brain of the
+  database (an alarm naming both, and writes go only to the node ahead, or to neither);
+* **before the store opens a connection** (:meth:`DbMonitor.pick_writer`), over fresh answers from every
+  host: the store connects to the one host the rule names, never to "the first read-write host".
 
-A switch to another database altogether (``redirect``) is not a failover: :meth:`DbMonitor.reset`
-forgets the previous read-write node.
+The node followed last is remembered on the node's own disk (``<state_dir>/db-followed.json``, written
+first by ``redirect``), so an agent that restarts during a split brain still knows which node is
+current. Leaving a time of writing to neither opens the same grace window as a database failover.
+
+A single-host target has nothing to choose: the store connects as it is told, and the monitor only keeps
+the host's latest answer (for the metrics).
 """
 
 from __future__ import annotations
 
 import enum
+import json
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from appliance.clock import Clock
-from appliance.db.connect import probe
-from appliance.db.errors import DbError
-from appliance.db.target import DbTarget, Timeouts
+from appliance.db.target import DbTarget
+from appliance.fsutil import write_atomic
+from appliance.ha.dbnodes import Followed, HostState, Verdict, WriterChoice, choose_writer
+from appliance.ha.dbwatch import DbWatch
 from appliance.ha.runtime import Runtime
+from appliance.ha.store import StoreUnavailable
 from appliance.ha.timing import db_failover_grace_s
 
 logger = logging.getLogger("appliance.agent")
 
-FIRST_CHECK_S = 1.0  # before the first snapshot the interval is unknown: look again soon, not in 10 s
-SPLIT_BRAIN_ALARM = "two read-write database nodes"
-
-
-@dataclass(frozen=True)
-class HostState:
-    """One probe's result: ``writable`` None when the host did not answer."""
-
-    host: str
-    port: int
-    writable: bool | None
-    timeline: int | None = None
+FOLLOWED_FILE = "db-followed.json"
 
 
 class Outcome(enum.Enum):
     NOTHING = "nothing"
     FOLLOWED = "followed"  # the read-write node changed: a database failover
-    SPLIT_BRAIN = "split_brain"  # more than one read-write node (alarm raised)
-    RESOLVED = "resolved"  # the split brain is over (alarm cleared)
+    REFUSED = "refused"  # no node may be written to (alarm)
+    RESOLVED = "resolved"  # writing again after a time of writing to neither
 
 
-Prober = Callable[[DbTarget], list[HostState]]
+def target_key(target: DbTarget, schema: str) -> str:
+    """What the followed node belongs to: another database (a redirect) starts with no memory."""
+    return f"{target.user}@{target.hosts_text()}/{target.dbname}/{schema}"
 
 
-def probe_hosts(target: DbTarget, timeouts: Timeouts) -> list[HostState]:
-    """Probe every host of ``target`` at once (one dead host costs one connect timeout, not one per host)."""
-    from concurrent.futures import ThreadPoolExecutor  # deferred: the thread pool machinery is not cheap
+class FollowedFile:
+    """``<state_dir>/db-followed.json``: the database node this node last wrote to, for one target."""
 
-    def one(host_port: tuple[str, int]) -> HostState:
-        host, port = host_port
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / FOLLOWED_FILE
+
+    def load(self, key: str) -> Followed | None:
         try:
-            info = probe(target, host, port, application_name="appliance-agent:probe", timeouts=timeouts,
-                         samples=1)
-        except DbError:
-            return HostState(host, port, None)
-        return HostState(host, port, not info.is_in_recovery, info.timeline)
+            doc: Any = json.loads(self.path.read_text())
+            if doc.get("target") != key:
+                return None
+            return Followed(str(doc["host"]), int(doc["port"]),
+                            None if doc.get("timeline") is None else int(doc["timeline"]),
+                            None if doc.get("system_id") is None else str(doc["system_id"]))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
 
-    pairs = target.host_ports()
-    with ThreadPoolExecutor(max_workers=len(pairs)) as pool:
-        return list(pool.map(one, pairs))
+    def save(self, key: str, followed: Followed) -> None:
+        doc = {"target": key, "host": followed.host, "port": followed.port, "timeline": followed.timeline,
+               "system_id": followed.system_id}
+        try:
+            write_atomic(self.path, json.dumps(doc) + "\n", mode=0o644)
+        except OSError as exc:
+            logger.warning("cannot record the followed database node in %s: %s", self.path, exc.strerror)
 
 
 class DbMonitor:
-    """The DB-node monitor of one agent; :meth:`check` probes when due and applies the outcome."""
+    """The database-node monitor of one agent. For a single-host target it only keeps the host's latest
+    answer (for the metrics): there is nothing to choose."""
 
-    def __init__(self, clock: Clock, prober: Prober) -> None:
-        self.clock = clock
-        self.prober = prober
-        self.writer: tuple[str, int] | None = None  # the read-write DB node in use, as last probed
-        self.split_brain = False
-        self.next_check = 0.0
+    def __init__(self, watch: DbWatch | None, followed_file: FollowedFile, key: str, *, multi: bool = True) -> None:
+        self.watch = watch
+        self.multi = multi and watch is not None
+        self.file, self.key = followed_file, key
+        self.followed = followed_file.load(key)
+        self.alarm: str | None = None  # shown to the admin while the database is split
+        self.hosts: list[HostState] = []
+        self.runtime: Runtime | None = None
 
-    def reset(self) -> None:
-        """Another database altogether (redirect), not a failover of the same one: forget the writer."""
-        self.writer, self.split_brain, self.next_check = None, False, 0.0
+    def attach(self, runtime: Runtime) -> None:
+        self.runtime = runtime
 
-    def due(self) -> bool:
-        return self.clock.monotonic() >= self.next_check
-
-    def seconds_to_next(self) -> float:
-        return max(0.0, self.next_check - self.clock.monotonic())
-
-    def check(self, runtime: Runtime, target: DbTarget) -> Outcome:
-        """Probe every configured host (when due) and carry the outcome out on ``runtime``."""
-        if not self.due():
+    def check(self) -> Outcome:
+        """At every tick, over the latest answers (no waiting)."""
+        if self.watch is None:
             return Outcome.NOTHING
-        view = runtime.view
-        self.next_check = self.clock.monotonic() + (view.db_check_s if view else FIRST_CHECK_S)
-        previous = self.writer
-        outcome = self.observe(self.prober(target))
-        runtime.set_db_alarm(SPLIT_BRAIN_ALARM if self.split_brain else None)
-        if outcome is Outcome.FOLLOWED:
-            assert self.writer is not None and previous is not None
-            grace = db_failover_grace_s(runtime.keepalive_s)
-            logger.warning("database failover: the read-write node is now %s:%d (was %s:%d); reconnecting, "
-                           "nobody is judged dead for %.0f s", *self.writer, *previous, grace)
-            runtime.store.close()  # the next store call reconnects, and finds the new read-write node
-            runtime.grace(grace)
+        self.hosts = self.watch.states()
+        if not self.multi:
+            return Outcome.NOTHING
+        return self._apply(self._choose(self.hosts), reconnect=True)
+
+    def pick_writer(self) -> tuple[str, int]:
+        """For the store, before it opens a connection: every host asked again now, then the rule.
+
+        :raises StoreUnavailable: no node may be written to now (the alarm says why).
+        """
+        assert self.watch is not None
+        self.hosts = self.watch.fresh_states()
+        choice = self._choose(self.hosts)
+        self._apply(choice, reconnect=False)  # the store is connecting already
+        if choice.writer is None:
+            reason = choice.alarm or "no read-write database node of this cluster answers"
+            raise StoreUnavailable(f"HA store: {reason}", "Check the database nodes (ha get nodes).")
+        return choice.writer.address
+
+    def close(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
+
+    def _choose(self, hosts: list[HostState]) -> WriterChoice:
+        return choose_writer(hosts, self.followed, self.followed.system_id if self.followed else None)
+
+    def _apply(self, choice: WriterChoice, *, reconnect: bool) -> Outcome:
+        runtime = self.runtime
+        if choice.alarm != self.alarm:
+            if choice.alarm:
+                logger.error("ALARM: %s", choice.alarm)
+            else:
+                logger.warning("the database has one read-write node again: alarm over")
+            self.alarm = choice.alarm
+        if runtime is None:
+            return Outcome.NOTHING
+        refused = choice.verdict is Verdict.REFUSE
+        was_refused = runtime.local.db_alarm is not None
+        runtime.set_db_alarm(choice.alarm if refused else None)
+        if refused:
+            return Outcome.REFUSED
+        writer = choice.writer
+        outcome = Outcome.NOTHING
+        if writer is not None:
+            followed = Followed(writer.host, writer.port, writer.timeline, writer.system_id)
+            if choice.verdict is Verdict.FOLLOW:
+                previous = self.followed
+                grace = db_failover_grace_s(runtime.keepalive_s)
+                logger.warning("database failover: the read-write node is now %s (was %s); reconnecting, "
+                               "nobody is judged dead for %.0f s", writer.describe(),
+                               _describe(previous), grace)
+                if reconnect:
+                    runtime.store.close()  # the next store call reconnects through pick_writer
+                runtime.grace(grace)
+                outcome = Outcome.FOLLOWED
+            if followed != self.followed:
+                self.followed = followed
+                self.file.save(self.key, followed)
+        if was_refused:
+            # Nobody wrote while the database was split: everyone's heartbeats are as old as that.
+            runtime.grace(db_failover_grace_s(runtime.keepalive_s))
+            return Outcome.RESOLVED if outcome is Outcome.NOTHING else outcome
         return outcome
 
-    def observe(self, hosts: Sequence[HostState]) -> Outcome:
-        """The rules above, over one round of probes (no I/O); logs the alarm and its end."""
-        writers = [h for h in hosts if h.writable]
-        if len(writers) > 1:
-            if not self.split_brain:
-                logger.error("ALARM: %d read-write database nodes (%s); writing to neither until one is left",
-                             len(writers), ", ".join(f"{h.host}:{h.port} timeline {h.timeline}" for h in writers))
-            self.split_brain = True
-            return Outcome.SPLIT_BRAIN
-        outcome = Outcome.NOTHING
-        if self.split_brain:
-            logger.warning("one read-write database node again: resuming")
-            self.split_brain = False
-            outcome = Outcome.RESOLVED
-        if not writers:
-            return outcome
-        writer = (writers[0].host, writers[0].port)
-        previous, self.writer = self.writer, writer
-        if previous is not None and writer != previous:
-            return Outcome.FOLLOWED
-        return outcome
+
+def _describe(followed: Followed | None) -> str:
+    if followed is None:
+        return "none"
+    host = f"[{followed.host}]" if ":" in followed.host else followed.host
+    return f"{host}:{followed.port}" + (f" timeline {followed.timeline}" if followed.timeline is not None else "")

@@ -30,10 +30,13 @@ RETRY_S = 1.0  # how often a lost listening connection is retried (a missed NOTI
 
 class Listener:
     def __init__(self, target: DbTarget, schema: str, *, application_name: str, timeouts: Timeouts,
-                 clock: Clock) -> None:
+                 clock: Clock, followed: Callable[[], tuple[str, int] | None] = lambda: None) -> None:
         self.target, self.schema = target, schema
         self.application_name, self.timeouts, self.clock = application_name, timeouts, clock
+        # The database node the HA store writes to (multi-host targets): notifications are sent there.
+        self.followed = followed
         self._conn: psycopg.Connection[Any] | None = None
+        self._on: tuple[str, int] | None = None
         self._next_try = 0.0
 
     def wait(self, seconds: float, wake: threading.Event, changed: Callable[[], bool] = lambda: False) -> bool:
@@ -63,15 +66,20 @@ class Listener:
             self.close()
 
     def _connection(self) -> psycopg.Connection[Any] | None:
-        if self._conn is not None and not self._conn.closed:
+        host = self.followed()
+        if self._conn is not None and not self._conn.closed and (host is None or host == self._on):
             return self._conn
+        if self._conn is not None:
+            self.close()  # the store follows another database node now: listen there
+            self._next_try = 0.0
         if self.clock.monotonic() < self._next_try:
             return None
         self._next_try = self.clock.monotonic() + RETRY_S
         from psycopg import sql  # heavy: importing this module must not load psycopg (see appliance.ha.pgstore)
 
+        target = self.target if host is None else self.target.for_host(*host)
         try:
-            conn = connect(self.target, application_name=self.application_name, timeouts=self.timeouts,
+            conn = connect(target, application_name=self.application_name, timeouts=self.timeouts,
                            autocommit=True)
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel_for(self.schema))))
         except DbError as exc:
@@ -80,7 +88,7 @@ class Listener:
         except Exception as exc:
             logger.info("no notification channel (%s): falling back to plain waiting", type(exc).__name__)
             return None
-        self._conn = conn
+        self._conn, self._on = conn, host
         return conn
 
     def close(self) -> None:

@@ -65,6 +65,8 @@ class InMemoryStore(HaStore):
             Setting.KEEPALIVE: str(keepalive_s), Setting.MAINTENANCE: "off", Setting.DB_CHECK: "10",
         }
         self._previous_keepalive: tuple[float, datetime] | None = None
+        self.timeline = 1  # the history epochs are issued on (a simulated database failover changes it)
+        self.lease_timeline: int | None = None
 
     # --- set-up for tests (what registration does in the real schema, with a chosen priority) ----------
 
@@ -98,10 +100,12 @@ class InMemoryStore(HaStore):
         if self._previous_keepalive is not None:
             before, changed_at = self._previous_keepalive
             previous = (before, (now - changed_at).total_seconds())
-        return ClusterView(nodes, Lease(self.holder, self.epoch, remaining, self.handover_to), keepalive,
+        return ClusterView(nodes, Lease(self.holder, self.epoch, remaining, self.handover_to, self.lease_timeline),
+                           keepalive,
                            self.settings.get(Setting.MAINTENANCE) == "on",
                            judge_keepalive_s=judge_keepalive_s(keepalive, previous),
-                           db_check_s=float(self.settings[Setting.DB_CHECK]))
+                           db_check_s=float(self.settings[Setting.DB_CHECK]),
+                           vip=self.settings.get(Setting.VIP) or None)
 
     def try_acquire(self, node_id: str, expected_epoch: int, ttl_s: float) -> int | None:
         with self._lock:
@@ -111,7 +115,7 @@ class InMemoryStore(HaStore):
             # taking a live lease would make two primaries.
             if self.epoch != expected_epoch or not self._free(now):
                 return None
-            self.holder, self.epoch = node_id, self.epoch + 1
+            self.holder, self.epoch, self.lease_timeline = node_id, self.epoch + 1, self.timeline
             self.expires_at, self.handover_to = now + timedelta(seconds=ttl_s), None
             for row in self._rows.values():
                 row.role = "primary" if row.node_id == node_id else "standby"
@@ -210,13 +214,13 @@ class InMemoryStore(HaStore):
             keepalive = view.keepalive_s
             if role == "primary":
                 if self.holder != me.node_id:
-                    self.holder, self.epoch = me.node_id, self.epoch + 1
+                    self.holder, self.epoch, self.lease_timeline = me.node_id, self.epoch + 1, self.timeline
                     self.expires_at = now + timedelta(seconds=lease_ttl_s(keepalive))
             elif self.holder == me.node_id:
                 # A node re-joining as standby must not keep the lease it held as primary.
                 self.holder, self.epoch = None, self.epoch + 1
             return Registration(previous, (), demoted, lease_before,
-                                LeaseRecord(self.holder, self.epoch, self.expires_at), keepalive)
+                                LeaseRecord(self.holder, self.epoch, self.expires_at, self.lease_timeline), keepalive)
 
     def undo_registration(self, me: NodeIdentity, done: Registration) -> None:
         with self._lock:

@@ -43,6 +43,9 @@ class Lease:
     epoch: int  # fencing token: grows with every change of holder
     remaining_s: float | None  # expires_at - now(), by the DB clock; negative once expired; None: never set
     handover_to: str | None  # a planned successor (switchover, clean stop)
+    # The database history (timeline) the epoch was issued on: (timeline, epoch) is the fencing token,
+    # which tells apart epochs issued on two diverged histories after a database split brain.
+    timeline: int | None = None
 
     @property
     def expired(self) -> bool:
@@ -61,6 +64,7 @@ class ClusterView:
     # keepalive interval propagates, so nobody is judged dead by a node that has not adopted it yet.
     judge_keepalive_s: float | None = None
     db_check_s: float = DEFAULT_KEEPALIVE_S  # how often each node probes the configured database hosts
+    vip: str | None = None  # the cluster's virtual IP (ADDRESS/PREFIX), held by the acting primary
 
     def node(self, node_id: str) -> NodeState | None:
         return next((n for n in self.nodes if n.node_id == node_id), None)
@@ -170,6 +174,7 @@ class LeaseRecord:
     holder: str | None
     epoch: int
     expires_at: datetime | None
+    timeline: int | None = None
 
 
 @dataclass(frozen=True)

@@ -24,21 +24,25 @@ SNAPSHOT_NODES: LiteralString = (
     " extract(epoch FROM now() - last_heartbeat)::float8, heartbeat_seq, last_heartbeat"
     " FROM {s}.nodes ORDER BY name, node_id"
 )
-# handover_to is read through the row's JSON so that the snapshot also reads a schema older than the
-# product's (v1 has no handover_to): the pre-flight of an upgrade judges the registry before upgrading.
+# handover_to and timeline are read through the row's JSON so that the snapshot also reads a schema
+# older than the product's (v1 has neither): the pre-flight of an upgrade judges the registry first.
 SNAPSHOT_LEASE: LiteralString = (
     "SELECT holder::text, epoch, extract(epoch FROM expires_at - now())::float8,"
-    " to_jsonb(l) ->> 'handover_to', pg_is_in_recovery() FROM {s}.lease AS l WHERE id = 1"
+    " to_jsonb(l) ->> 'handover_to', pg_is_in_recovery(), (to_jsonb(l) ->> 'timeline')::bigint"
+    " FROM {s}.lease AS l WHERE id = 1"
 )
+
 SNAPSHOT_SETTINGS: LiteralString = (
     "SELECT key, value, extract(epoch FROM now() - updated_at)::float8 FROM {s}.cluster_settings"
-    " WHERE key IN ('keepalive_interval_s', 'keepalive_previous_s', 'maintenance', 'db_check_interval_s')"
+    " WHERE key IN ('keepalive_interval_s', 'keepalive_previous_s', 'maintenance', 'db_check_interval_s', 'vip')"
 )
 NODE_EXISTS: LiteralString = "SELECT 1 FROM {s}.nodes WHERE node_id = %s FOR KEY SHARE"
-# The compare-and-set of the contract. `expires_at IS NULL` as the in-memory store: a holder recorded
+# The compare-and-set of the contract. The new epoch is bound to the timeline of the node it is written
+# on (the current WAL file's name starts with it). `expires_at IS NULL` as the in-memory store: a holder recorded
 # without an expiry (never written by the HA core) counts as free rather than held forever.
 ACQUIRE: LiteralString = (
-    "UPDATE {s}.lease SET holder = %(me)s, epoch = epoch + 1,"
+    "UPDATE {s}.lease SET holder = %(me)s, epoch = epoch + 1, timeline = "
+    "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint,"
     " expires_at = now() + make_interval(secs => %(ttl)s), renewed_at = now(), handover_to = NULL"
     " WHERE id = 1 AND epoch = %(expected)s"
     " AND (holder IS NULL OR expires_at IS NULL OR expires_at <= now())"
@@ -84,7 +88,9 @@ FORGET_PREVIOUS_KEEPALIVE: LiteralString = "DELETE FROM {s}.cluster_settings WHE
 LOCK_LEASE: LiteralString = (
     "SELECT holder::text, epoch, expires_at FROM {s}.lease WHERE id = 1 FOR UPDATE"
 )
-LEASE_ROW: LiteralString = "SELECT holder::text, epoch, expires_at FROM {s}.lease WHERE id = 1"
+LEASE_ROW: LiteralString = (
+    "SELECT holder::text, epoch, expires_at, (to_jsonb(l) ->> 'timeline')::bigint FROM {s}.lease AS l WHERE id = 1"
+)
 LOCK_NODES: LiteralString = (
     "SELECT node_id::text, hardware_id, name, priority, role, admin_state,"
     " extract(epoch FROM now() - last_heartbeat)::float8 FROM {s}.nodes ORDER BY name FOR UPDATE"
@@ -106,7 +112,8 @@ RECORD_CLIENT_ADDRESS: LiteralString = (
 )
 INSERT_ADDRESS: LiteralString = "INSERT INTO {s}.node_addresses (node_id, address) VALUES (%s, %s)"
 TAKE_LEASE: LiteralString = (
-    "UPDATE {s}.lease SET holder = %s, epoch = epoch + 1, renewed_at = now(),"
+    "UPDATE {s}.lease SET holder = %s, epoch = epoch + 1, renewed_at = now(), timeline = "
+    "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint,"
     " expires_at = now() + make_interval(secs => %s) WHERE id = 1"
 )
 DROP_LEASE: LiteralString = "UPDATE {s}.lease SET holder = NULL, epoch = epoch + 1 WHERE id = 1"

@@ -103,6 +103,10 @@ class PgStore(HaStore):
     :param schema: the schema holding the appliance's tables (``<prefix>appliance``).
     :param application_name: shown in ``pg_stat_activity``, e.g. ``appliance-agent:<node name>``.
     :param timeouts: short ones (default :func:`~appliance.ha.timing.ha_timeouts`): the HA loop must fail fast.
+    :param read_only: for reports while no read-write node answers: connect to any node and read its
+        (possibly seconds old) rows; every write then fails.
+    :param pick_host: chooses the one host to connect to, before every connection (see
+        :meth:`appliance.ha.dbmonitor.DbMonitor.pick_writer`); None lets libpq take the first read-write host.
 
     Thread-safe (calls are serialised), but meant for one HA loop: give every concurrent user its own
     store, hence its own connection. :meth:`on_connection` makes a store that works inside a caller's
@@ -117,8 +121,15 @@ class PgStore(HaStore):
         *,
         application_name: str,
         timeouts: Timeouts | None = None,
+        pick_host: Callable[[], tuple[str, int]] | None = None,
+        read_only: bool = False,
     ) -> None:
         self._target = target
+        # Who chooses the host of a multi-host target before each connection (the DB-node monitor's
+        # rule, over a fresh probe of every host); None: libpq's first read-write host.
+        self._pick_host = pick_host
+        # Reports only: read from any node, a standby included (while no read-write node answers).
+        self._read_only = read_only
         self._schema = schema
         self._application_name = application_name
         self._timeouts = timeouts or ha_timeouts()
@@ -185,13 +196,16 @@ class PgStore(HaStore):
             conn = None
         if conn is not None:
             return conn
+        target = self._target
+        if self._pick_host is not None:
+            target = target.for_host(*self._pick_host())  # raises StoreUnavailable: nothing to write to
         failure: DbError | None = None
         try:
             conn = connect(
-                self._target,
+                target,
                 application_name=self._application_name,
                 timeouts=self._timeouts,
-                read_write=True,
+                read_write=not self._read_only,
                 autocommit=True,
             )
         except DbError as err:
@@ -307,8 +321,8 @@ class PgStore(HaStore):
             setting_rows = conn.execute(self._q(Q.SNAPSHOT_SETTINGS)).fetchall()
         if lease_row is None:
             raise self._no_lease_row()
-        holder, epoch, remaining, handover_to, in_recovery = lease_row
-        if in_recovery:
+        holder, epoch, remaining, handover_to, in_recovery, timeline = lease_row
+        if in_recovery and not self._read_only:
             # A read-write connection cannot land on a standby, but a proxy in between could move it:
             # a standby's rows may be stale, so do not decide anything from them.
             raise self._read_only_server()
@@ -334,10 +348,13 @@ class PgStore(HaStore):
             epoch=int(epoch),
             remaining_s=None if remaining is None else float(remaining),
             handover_to=None if handover_to is None else str(handover_to),
+            timeline=None if timeline is None else int(timeline),
         )
         db_check = float(settings.get(Setting.DB_CHECK, ("10", 0.0))[0])
         judge = judge_keepalive_s(keepalive, None if previous is None else (self._keepalive(previous[0]), previous[1]))
-        return ClusterView(nodes, lease, keepalive, maintenance, judge_keepalive_s=judge, db_check_s=db_check)
+        vip = settings.get(Setting.VIP, ("", 0.0))[0] or None
+        return ClusterView(nodes, lease, keepalive, maintenance, judge_keepalive_s=judge, db_check_s=db_check,
+                           vip=vip)
 
     def _no_lease_row(self) -> StoreUnavailable:
         return StoreUnavailable(
@@ -611,7 +628,9 @@ def channel_for(schema: str) -> str:
 def _lease_record(row: tuple[Any, ...] | None) -> LeaseRecord:
     if row is None:
         return LeaseRecord(None, 0, None)
-    return LeaseRecord(None if row[0] is None else str(row[0]), int(row[1]), row[2])
+    timeline = row[3] if len(row) > 3 and row[3] is not None else None
+    return LeaseRecord(None if row[0] is None else str(row[0]), int(row[1]), row[2],
+                       None if timeline is None else int(timeline))
 
 
 def _registered_node(row: tuple[Any, ...]) -> RegisteredNode:

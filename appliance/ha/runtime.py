@@ -7,10 +7,12 @@ sleeps; the caller waits ``decision.wake_in_s`` (bounded by the keepalive interv
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
 
 from appliance.clock import Clock
+from appliance.errors import ApplianceError
 from appliance.ha.decide import decide
 from appliance.ha.model import Action, ClusterView, Decision, Local
 from appliance.ha.store import HaStore, NotRegistered, StoreUnavailable
@@ -21,7 +23,7 @@ from appliance.services import ServiceManager
 class Fence(Protocol):
     """Tells this node's primary-only services until when they may act (see :mod:`appliance.ha.fence`)."""
 
-    def grant(self, until_monotonic: float, epoch: int) -> None: ...
+    def grant(self, until_monotonic: float, epoch: int, timeline: int | None = None) -> None: ...
 
     def revoke(self) -> None: ...
 
@@ -38,6 +40,8 @@ class Runtime:
         self.keepalive_s = keepalive_s  # until the first snapshot says otherwise
         self.renewed_at: float | None = None  # monotonic start of the last successful renewal
         self.store_lost = False  # the last snapshot failed (not merely: none taken yet)
+        self.services_missing: list[str] = []  # services of this node's role that do not run (and would not start)
+        self.on_renewal: Callable[[float, bool], None] | None = None  # (seconds, renewed): for the metrics
 
     @property
     def node_id(self) -> str:
@@ -48,6 +52,10 @@ class Runtime:
         self.services.start("standby")
 
     def tick(self) -> Decision:
+        decision = self._tick()
+        return self._reconciled(decision)
+
+    def _tick(self) -> Decision:
         if self.local.db_alarm is not None:
             # Write to no database node: no heartbeat, no renewal (decide() says why and what to do).
             decision = decide(None, self.local, self.clock.monotonic())
@@ -78,6 +86,38 @@ class Runtime:
             return Decision(Action.DEMOTE, f"{early.reason}; then: {done.reason}", done.expected_epoch,
                             done.target, done.wake_in_s)
         return done
+
+    def _reconciled(self, decision: Decision) -> Decision:
+        """Start the services of this node's role that should run and do not.
+
+        A primary-only service exits by itself when the fence deadline passes; if the lease is renewed at
+        that very moment, starting it again finds the exiting process still there and starts nothing.
+        So every tick compares what should run with what runs. The primary's services are started only
+        inside the trust window (outside it they would fence themselves off at once).
+        """
+        if self.local.stopping:
+            self.services_missing = []
+            return decision
+        role = "primary" if self.local.acting else "standby"
+        if role == "primary" and not self._trusted():
+            return decision
+        try:
+            missing = self.services.missing(role)
+            if not missing:
+                self.services_missing = []
+                return decision
+            self.services.start(role)
+            still = self.services.missing(role)
+        except ApplianceError as exc:
+            still, missing = self.services_missing or ["(unknown)"], []
+            note = f"cannot start the {role} services: {exc.message}"
+        else:
+            started = [name for name in missing if name not in still]
+            note = (f"started {', '.join(started)} again (not running)" if started else "") + \
+                (f"{'; ' if started else ''}{', '.join(still)} not running and cannot be started" if still else "")
+        self.services_missing = still
+        return Decision(decision.action, f"{decision.reason}; {note}", decision.expected_epoch, decision.target,
+                        decision.wake_in_s)
 
     def _paced(self, decision: Decision) -> Decision:
         """The holder's next tick: I/2 after the START of its last renewal, not after this tick's end."""
@@ -127,6 +167,7 @@ class Runtime:
         try:
             renewed = self.store.renew(self.node_id, decision.expected_epoch, lease_ttl_s(self.keepalive_s))
         except (StoreUnavailable, NotRegistered):
+            self._observe_renewal(started, False)
             if self.local.acting and not self._trusted():
                 self.step_down()
                 return Decision(Action.DEMOTE, "renewal failed and the trust window has ended: stepping down",
@@ -137,6 +178,7 @@ class Runtime:
                                 wake_in_s=max(0.0, min(1.0, left)))
             return Decision(Action.STAY, "could not confirm the lease (database unavailable)",
                             wake_in_s=min(1.0, self.keepalive_s))
+        self._observe_renewal(started, renewed)
         if not renewed:
             self.step_down()
             return Decision(Action.DEMOTE, "the lease was lost (not renewed): stepping down")
@@ -177,13 +219,19 @@ class Runtime:
         return self._paced(Decision(Action.ACQUIRE, f"{decision.reason}; now primary (epoch {epoch})",
                                     expected_epoch=epoch))
 
+    def _observe_renewal(self, started: float, renewed: bool) -> None:
+        if self.on_renewal is not None:
+            self.on_renewal(self.clock.monotonic() - started, renewed)
+
     def _trusted(self) -> bool:
         until = self.local.trusted_until
         return until is not None and self.clock.monotonic() < until
 
     def _grant(self) -> None:
         if self.fence is not None and self.local.trusted_until is not None and self.local.epoch is not None:
-            self.fence.grant(self.local.trusted_until, self.local.epoch)
+            lease = self.view.lease if self.view is not None else None
+            timeline = lease.timeline if lease is not None and lease.epoch == self.local.epoch else None
+            self.fence.grant(self.local.trusted_until, self.local.epoch, timeline)
 
     def _act(self) -> None:
         self._grant()  # before the services start: they check the fence from their first moment

@@ -11,14 +11,22 @@ from __future__ import annotations
 import enum
 import math
 
+from appliance.net.addresses import parse_vip
+
 
 class Setting(enum.StrEnum):
     KEEPALIVE = "keepalive_interval_s"  # seconds between heartbeats/renewals (I)
     MAINTENANCE = "maintenance"  # on: automatic failover paused cluster-wide
     DB_CHECK = "db_check_interval_s"  # seconds between probes of every configured database host
+    VIP = "vip"  # the cluster's virtual IP, ADDRESS/PREFIX; "" (or no row): none
 
     def check(self, value: str) -> str:
         """``value`` if it is valid for this setting. :raises ValueError: with a short reason."""
+        if self is Setting.VIP:
+            try:
+                return str(parse_vip(value)) if value else ""  # "": no virtual IP
+            except ValueError as exc:
+                raise ValueError(f"{self.value} {exc}") from None
         if self is Setting.MAINTENANCE:
             if value not in ("on", "off"):
                 raise ValueError(f"{self.value} must be 'on' or 'off', not {value[:20]!r}")

@@ -41,6 +41,8 @@ STATEMENT_FACTOR = 0.5  # an HA statement must end within I/2 ...
 STATEMENT_CAP_S = 5.0  # ... and never take longer than this
 STATEMENT_FLOOR_S = 0.5  # PostgreSQL needs some time even for a tiny statement on a loaded host
 WAKE_SLACK_S = 0.05  # a standby next in line wakes this long after the lease's expiry
+LOOP_STALE_FACTOR = 2.0  # the agent's loop counts as stuck when no tick ended for this many intervals ...
+LOOP_STALE_SLACK_S = 10.0  # ... plus this long (a tick against a dead database waits for its timeouts)
 
 
 def online_window_s(keepalive_s: float) -> float:
@@ -51,6 +53,13 @@ def online_window_s(keepalive_s: float) -> float:
 def is_online(heartbeat_age_s: float | None, keepalive_s: float) -> bool:
     """Heard from within the online window (``heartbeat_age_s`` by the database clock; None: never)."""
     return heartbeat_age_s is not None and heartbeat_age_s <= online_window_s(keepalive_s)
+
+
+def loop_stale_s(keepalive_s: float) -> float:
+    """How long after its last finished tick the agent's loop counts as stuck (``GET /health``): a tick
+    waits at most one interval, and one against an unreachable database waits for its connect and
+    statement timeouts."""
+    return LOOP_STALE_FACTOR * keepalive_s + LOOP_STALE_SLACK_S
 
 
 def lease_ttl_s(keepalive_s: float) -> float:

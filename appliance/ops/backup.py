@@ -27,15 +27,16 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
 from psycopg.conninfo import make_conninfo
 
 from appliance.config import Config
-from appliance.errors import CommandFailed, NotConfigured
+from appliance.errors import CommandFailed, NotConfigured, Unavailable
 from appliance.fsutil import write_atomic
+from appliance.ha.session import probe, writer_choice
 from appliance.node import ActiveTarget
 from appliance.ops.redact import redact_patterns
 from appliance.proc import CHILD_ENV, tool_argv
@@ -45,6 +46,23 @@ MAGIC = b"PGDMP"
 LOCK_WAIT_MS = 30_000
 _TOC_DATA = re.compile(r"^\d+; \d+ \d+ TABLE DATA (\S+) (\S+) ")
 _TOC_TABLE = re.compile(r"^\d+; \d+ \d+ TABLE (\S+) (\S+) ")
+
+
+def database_of(config: Config, active: ActiveTarget) -> ActiveTarget:
+    """``active`` narrowed to the one database node the cluster writes to now (the agent's rule).
+
+    With several hosts (a primary/standby pair) libpq's own choice could be a stale old primary that
+    came back read-write: a dump of it, or a restore into it, would be of data the cluster threw away.
+    :raises Unavailable: no node may be written to now (the reason: a split brain, nobody answering).
+    """
+    if len(active.target.host_ports()) == 1:
+        return active
+    choice = writer_choice(config, active, probe(active))
+    if choice.writer is None:
+        raise Unavailable(f"no database node to use now: {choice.alarm or 'no read-write node answers'}",
+                          hint="see `ha get nodes`: it shows every database node and what it answered")
+    host, port = choice.writer.address
+    return replace(active, target=active.target.for_host(host, port))
 
 
 def backups_dir(config: Config) -> Path:

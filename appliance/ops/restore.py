@@ -146,6 +146,7 @@ def prepare(config: Config, source: IO[bytes], label: str) -> RestorePlan:
 
     _origin, active = read_targets(config)
     _check_node(config, active)
+    active = backup.database_of(config, active)
     with connect(active.target, application_name="appliance-shell:restore", timeouts=TIMEOUTS,
                  autocommit=True) as conn:
         state = read_state(conn, active.schema)

@@ -1,6 +1,7 @@
 """``appliance-sandbox``: a real multi-node cluster on one machine, no VMs.
 
-    appliance-sandbox up --dir DIR [--nodes N] [--cluster] [--keepalive S]
+    appliance-sandbox up --dir DIR [--nodes N] [--cluster] [--keepalive S] [--haproxy]
+                         [--netns [--vip ADDRESS/PREFIX]]
     appliance-sandbox status|down --dir DIR
     appliance-sandbox shell|kill|start NODE --dir DIR
 
@@ -11,6 +12,13 @@ agents in the background. With ``--cluster`` it also runs the redirects (node1 p
 secondary); without, the nodes stay standalone so that the admin can follow the vendor's procedure.
 ``DIR/sandbox.json`` describes it all for scripts. ``up`` on an existing sandbox starts what is not
 running. ``down`` stops everything and leaves nothing running.
+
+Every node's agent serves its health endpoint (``/primary``...) and its demo service listens on a
+service port that answers ``<node> epoch=<N>`` while the node is primary (``sandbox.json``: each node's
+``health`` and ``service``). ``--haproxy`` puts a real HAProxy in front (:mod:`appliance.sandbox.haproxy`,
+``sandbox.json``: ``haproxy``). ``--netns`` (root) gives every node its own network namespace on one
+bridge, plus a client namespace, and ``--vip`` a virtual IP that moves between them
+(:mod:`appliance.sandbox.netns`, ``sandbox.json``: ``network``, ``vip``).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from appliance.errors import ApplianceError, CommandFailed, ExitStatus, NotConfi
 from appliance.fsutil import write_atomic
 from appliance.ha.timing import KEEPALIVE_RANGE_S
 from appliance.init import initialise
+from appliance.sandbox import haproxy, netns
 from appliance.sandbox.nodeconfig import node_config_text
 from appliance.sandbox.postgres import Postgres, free_port
 from appliance.services import ProcessServices
@@ -67,16 +76,44 @@ def save(base: Path, doc: dict[str, Any]) -> None:
     write_atomic(manifest_path(base), json.dumps(doc, indent=2) + "\n", mode=0o600)  # it holds passwords
 
 
-def node_config(base: Path, name: str, pg_port: int, keepalive: int) -> str:
+def node_config(base: Path, node: dict[str, Any], keepalive: int, net: netns.Network | None) -> str:
+    name = node["name"]
     home = base / name
-    demo = [sys.executable, "-m", "appliance.ha.demo_service", str(base / "demo.log")]
+    service, health = node["service"], node["health"]
+    # In its own namespace the service listens on every address there: the node's own (the load
+    # balancer's) and the VIP while the node holds it.
+    bind = ("::" if net.vip and ":" in net.vip else "0.0.0.0") if net is not None else service["host"]
+    demo = [sys.executable, "-m", "appliance.ha.demo_service", str(base / "demo.log"),
+            "--listen", _hostport(bind, service["port"])]
+    holder = [sys.executable, "-m", "appliance.ha.vip"]
+    if net is not None:
+        # The services enter the node's namespace themselves: the shell's redirect (outside it) starts
+        # them too, and the VIP must never land on this machine's own interfaces.
+        inside = [str(netns.IP), "netns", "exec", node["netns"]]
+        demo, holder = inside + demo, inside + holder
+    services = [("demo", demo, ["primary"])]
+    sections: dict[str, dict[str, Any]] = {"health": {"listen": _hostport(health["host"], health["port"])}}
+    if net is not None:
+        sections["health"]["detail_networks"] = ["127.0.0.0/8", net.control]
+    if net is not None and net.vip:
+        services.append(("vip", holder, ["primary"]))
+        sections["vip"] = {"interface": netns.DEVICE}
     return node_config_text(
         name=name, hardware_id=f"SANDBOX-{name}-{secrets.token_hex(4)}", state_dir=home / "state",
-        local_port=pg_port, admin_user="postgres", admin_password_file=home / "admin-pw",
-        services=[("demo", demo, ["primary"])], ha={"keepalive_interval_s": keepalive},
+        local_port=node["pg_port"], admin_user="postgres", admin_password_file=home / "admin-pw",
+        services=services, ha={"keepalive_interval_s": keepalive}, sections=sections,
+        local_host=net.host if net else "127.0.0.1",
         header=f"Written by appliance-sandbox for {name}; see appliance/data/appliance.toml for every key.",
         agent_log=home / "agent.log", local_data_dir=home / "pg",
     )
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _network(doc: dict[str, Any]) -> netns.Network | None:
+    return netns.Network.from_doc(doc["network"]) if doc.get("network") else None
 
 
 def _secret_file(path: Path, value: str) -> None:
@@ -104,13 +141,16 @@ def agent_pidfile(base: Path, name: str) -> Path:
     return base / name / "agent.pid"
 
 
-def start_agent(base: Path, name: str) -> int:
+def start_agent(base: Path, name: str, namespace: str | None = None) -> int:
     running = _pid(agent_pidfile(base, name))
     if running:
         return running
     config = base / name / "appliance.toml"
+    # In its network namespace (--netns) the agent, and everything it starts, sees only the node's eth0.
+    inside = [str(netns.IP), "netns", "exec", namespace] if namespace else []
     with open(base / name / "agent.log", "ab") as log:
-        proc = subprocess.Popen([str(BIN / "appliance-agent"), "--config", str(config)], stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen([*inside, str(BIN / "appliance-agent"), "--config", str(config)],
+                                stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=log, start_new_session=True, close_fds=True,
                                 env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
     agent_pidfile(base, name).write_text(f"{proc.pid}\n")
@@ -137,58 +177,111 @@ def _services(base: Path, name: str) -> Any:
 # --- commands -------------------------------------------------------------------------------------
 
 
-def up(base: Path, nodes: int, cluster: bool, keepalive: int) -> int:
+def up(base: Path, nodes: int, cluster: bool, keepalive: int, *, with_haproxy: bool = False,
+       with_netns: bool = False, vip: str | None = None) -> int:
     base = base.resolve()
     if manifest_path(base).exists():
-        doc = load(base)
-        say(f"resuming the sandbox in {base}")
-        Postgres(base / "remote", doc["remote"]["port"]).start()
-        for node in doc["nodes"]:
-            Postgres(base / node["name"] / "pg", node["pg_port"]).start()
-            start_agent(base, node["name"])
-        return status(base)
+        return _resume(base)
     if nodes < 1 or nodes > 9:
         raise UsageError("--nodes must be from 1 to 9")
     if not KEEPALIVE_RANGE_S[0] <= keepalive <= KEEPALIVE_RANGE_S[1]:
         raise UsageError(f"--keepalive must be from {KEEPALIVE_RANGE_S[0]} to {KEEPALIVE_RANGE_S[1]} s")
+    if vip and not with_netns:
+        raise UsageError("--vip needs --netns: the sandbox moves its VIP between namespaces of its own, never on "
+                         "this machine's interfaces")
+    names = [f"node{index}" for index in range(1, nodes + 1)]
+    net = netns.plan(base, names, vip) if with_netns else None  # refuses before anything is made
     base.mkdir(parents=True, exist_ok=True, mode=0o755)
     os.chmod(base, 0o755)  # PostgreSQL runs as another user when we are root: it must reach its dirs
+    if net is not None:
+        say(f"creating the network: bridge {net.bridge} ({net.control}, host {net.host}), "
+            f"namespaces {', '.join(net.namespaces())}")
+        netns.create(net)
+    listen = (net.host,) if net else ()
+    nets = (net.control,) if net else ()
+    db_host = net.host if net else "127.0.0.1"
     remote_pw, dba_pw = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
-    remote = Postgres(base / "remote", free_port())
-    say(f"creating the remote PostgreSQL on 127.0.0.1:{remote.port}")
+    remote = Postgres(base / "remote", free_port(), extra_listen=listen, networks=nets)
+    say(f"creating the remote PostgreSQL on {db_host}:{remote.port}")
     remote.init(remote_pw)
     remote.start()
     remote.create_role_and_db(remote_pw, REMOTE_USER, dba_pw, REMOTE_DB)
-    doc = {
-        "remote": {"host": "127.0.0.1", "port": remote.port, "user": REMOTE_USER, "password": dba_pw,
+    doc: dict[str, Any] = {
+        "remote": {"host": db_host, "port": remote.port, "user": REMOTE_USER, "password": dba_pw,
                    "dbname": REMOTE_DB, "superuser_password": remote_pw},
         "nodes": [],
         "demo_log": str(base / "demo.log"),
+        "network": net.as_doc() if net else None,
+        "vip": net.vip if net else None,
     }
     save(base, doc)
-    for index in range(1, nodes + 1):
-        name = f"node{index}"
+    for name in names:
         home = base / name
         home.mkdir(mode=0o755)
-        pg = Postgres(home / "pg", free_port())
+        pg = Postgres(home / "pg", free_port(), extra_listen=listen, networks=nets)
         admin_pw = secrets.token_urlsafe(18)
-        say(f"creating {name}: local PostgreSQL on 127.0.0.1:{pg.port}")
+        say(f"creating {name}: local PostgreSQL on {db_host}:{pg.port}")
         pg.init(admin_pw)
         pg.start()
         _secret_file(home / "admin-pw", admin_pw)
+        node: dict[str, Any] = {"name": name, "config": str(home / "appliance.toml"), "pg_port": pg.port}
+        if net is not None:
+            namespace, address = net.nodes[name]
+            node |= {"netns": namespace, "address": address, "health": {"host": address, "port": 8008},
+                     "service": {"host": address, "port": 8013}}
+        else:
+            node |= {"health": {"host": "127.0.0.1", "port": free_port()},
+                     "service": {"host": "127.0.0.1", "port": free_port()}}
         # The cluster's interval comes from node1's configuration when its redirect deploys the schema.
-        (home / "appliance.toml").write_text(node_config(base, name, pg.port, keepalive))
+        (home / "appliance.toml").write_text(node_config(base, node, keepalive, net))
         config = load_config(home / "appliance.toml")
         initialise(config, clock=SystemClock(), say=_prefixed(name))
-        doc["nodes"].append({"name": name, "config": str(home / "appliance.toml"), "pg_port": pg.port})
+        doc["nodes"].append(node)
         save(base, doc)
-        start_agent(base, name)
+        start_agent(base, name, node.get("netns"))
+    if with_haproxy:
+        doc["haproxy"] = {"host": "127.0.0.1", "port": free_port()}
+        save(base, doc)
+        _start_haproxy(base, doc)
     if cluster:
         _form_cluster(base, doc)
+        if net is not None and net.vip:
+            _shell(doc["nodes"][0], f"ha set vip {net.vip} --yes")
         _wait_settled(base, doc, keepalive)
-    say(f"up: {nodes} node(s); remote database {REMOTE_USER}@127.0.0.1:{remote.port}/{REMOTE_DB}; "
+    say(f"up: {nodes} node(s); remote database {REMOTE_USER}@{db_host}:{remote.port}/{REMOTE_DB}; "
         f"details (with the password) in {manifest_path(base)}")
     return status(base)
+
+
+def _resume(base: Path) -> int:
+    doc = load(base)
+    say(f"resuming the sandbox in {base}")
+    net = _network(doc)
+    if net is not None and not netns.exists(net):
+        netns.create(net)
+    listen, nets = ((net.host,), (net.control,)) if net else ((), ())
+    Postgres(base / "remote", doc["remote"]["port"], extra_listen=listen, networks=nets).start()
+    for node in doc["nodes"]:
+        Postgres(base / node["name"] / "pg", node["pg_port"], extra_listen=listen, networks=nets).start()
+        start_agent(base, node["name"], node.get("netns"))
+    if doc.get("haproxy"):
+        _start_haproxy(base, doc)
+    return status(base)
+
+
+def _start_haproxy(base: Path, doc: dict[str, Any]) -> None:
+    front = doc["haproxy"]
+    pid = haproxy.start(base, (front["host"], front["port"]), doc["nodes"])
+    say(f"haproxy (pid {pid}) on {front['host']}:{front['port']}: forwards to the node whose /primary answers 200")
+
+
+def _shell(node: dict[str, Any], line: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([str(BIN / "appliance-shell"), "--config", node["config"], "-c", line], input=stdin,
+                          capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                          check=False)
+    if done.returncode != 0:
+        raise CommandFailed(f"{node['name']}: {line.split(' --db_pass')[0]} failed: {done.stderr.strip()}")
+    return done
 
 
 def _prefixed(name: str) -> Callable[[str], None]:
@@ -202,11 +295,7 @@ def _form_cluster(base: Path, doc: dict[str, Any]) -> None:
         line = (f"redirect --db_host {remote['host']} --db_port {remote['port']} --db_user {remote['user']} "
                 f"--db_name {remote['dbname']} --db_pass - {role} --yes")
         say(f"{node['name']}: {line.replace('--db_pass -', '--db_pass ********')}")
-        done = subprocess.run([str(BIN / "appliance-shell"), "--config", node["config"], "-c", line],
-                              input=remote["password"] + "\n", capture_output=True, text=True, timeout=120,
-                              env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, check=False)
-        if done.returncode != 0:
-            raise CommandFailed(f"redirect of {node['name']} failed: {done.stderr.strip()}")
+        _shell(node, line, stdin=remote["password"] + "\n")
 
 
 def _wait_settled(base: Path, doc: dict[str, Any], keepalive: int, timeout_s: float = 30.0) -> None:
@@ -230,7 +319,12 @@ def status(base: Path) -> int:
     doc = load(base.resolve())
     base = base.resolve()
     remote = Postgres(base / "remote", doc["remote"]["port"])
-    print(f"remote database: 127.0.0.1:{remote.port} ({'running' if remote.running() else 'stopped'})")
+    print(f"remote database: {doc['remote']['host']}:{remote.port} ({'running' if remote.running() else 'stopped'})")
+    if doc.get("haproxy"):
+        pid = haproxy.pid(base)
+        print(f"haproxy: {doc['haproxy']['host']}:{doc['haproxy']['port']} ({f'pid {pid}' if pid else 'stopped'})")
+    if doc.get("vip"):
+        print(f"virtual IP: {doc['vip']} (client namespace {doc['network']['client']['netns']})")
     print(f"{'node':<8} {'agent':<14} {'state':<7} {'local db':<10} config")
     for node in doc["nodes"]:
         name = node["name"]
@@ -277,13 +371,15 @@ def start(base: Path, name: str) -> int:
     base = base.resolve()
     node = node_of(load(base), name)
     Postgres(base / name / "pg", node["pg_port"]).start()
-    say(f"{name}: agent started (pid {start_agent(base, name)}); it rejoins as a standby")
+    say(f"{name}: agent started (pid {start_agent(base, name, node.get('netns'))}); it rejoins as a standby")
     return ExitStatus.OK
 
 
 def down(base: Path) -> int:
     base = base.resolve()
     doc = load(base)
+    if haproxy.stop(base):
+        say("haproxy stopped")
     for node in doc["nodes"]:
         if stop_agent(base, node["name"]):
             say(f"{node['name']}: agent stopped")
@@ -293,6 +389,12 @@ def down(base: Path) -> int:
             say(f"{node['name']}: could not stop its services: {exc.message}")
         Postgres(base / node["name"] / "pg", node["pg_port"]).stop()
     Postgres(base / "remote", doc["remote"]["port"]).stop()
+    net = _network(doc)
+    if net is not None:
+        netns.destroy(net)
+        left = netns.leftovers(net)
+        say(f"network removed ({net.bridge}, {len(net.namespaces())} namespaces)" if not left
+            else f"warning: could not remove {', '.join(left)}")
     say(f"down: nothing of the sandbox in {base} is running (files kept; 'up' resumes it)")
     return ExitStatus.OK
 
@@ -305,6 +407,11 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument("--cluster", action="store_true", help="also redirect the nodes into one cluster")
     p_up.add_argument("--keepalive", type=int, default=10,
                       help="keepalive interval of the cluster (and of each node's own database), 1-30 s")
+    p_up.add_argument("--haproxy", action="store_true",
+                      help="also start HAProxy in front of the nodes' service ports (checks GET /primary)")
+    p_up.add_argument("--netns", action="store_true",
+                      help="root: each node in its own network namespace on one bridge, plus a client namespace")
+    p_up.add_argument("--vip", metavar="ADDRESS/PREFIX", help="with --netns: the cluster's virtual IP")
     for name in ("status", "down"):
         sub.add_parser(name)
     for name in ("shell", "kill", "start"):
@@ -314,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.action == "up":
-            return up(args.dir, args.nodes, args.cluster, args.keepalive)
+            return up(args.dir, args.nodes, args.cluster, args.keepalive, with_haproxy=args.haproxy,
+                      with_netns=args.netns, vip=args.vip)
         if args.action == "status":
             return status(args.dir)
         if args.action == "down":

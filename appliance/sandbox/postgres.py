@@ -39,10 +39,13 @@ def _check_reachable(directory: Path) -> None:
 
 
 class Postgres:
-    """One cluster: ``<dir>/data``, log ``<dir>/postgres.log``, listening on 127.0.0.1:``port``."""
+    """One cluster: ``<dir>/data``, log ``<dir>/postgres.log``, listening on 127.0.0.1:``port`` (and on
+    ``extra_listen``, reachable with a password from ``networks``: the sandbox's network namespaces)."""
 
-    def __init__(self, directory: Path, port: int, superuser: str = "postgres") -> None:
+    def __init__(self, directory: Path, port: int, superuser: str = "postgres", *, extra_listen: tuple[str, ...] = (),
+                 networks: tuple[str, ...] = ()) -> None:
         self.dir, self.port, self.superuser = directory, port, superuser
+        self.extra_listen, self.networks = extra_listen, networks
         self.data = directory / "data"
         self.log = directory / "postgres.log"
 
@@ -80,8 +83,11 @@ class Postgres:
                       "--auth=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")
         finally:
             pwfile.unlink(missing_ok=True)
+        listen = ",".join(("127.0.0.1", *self.extra_listen))
+        with open(self.data / "pg_hba.conf", "a") as hba:
+            hba.writelines(f"host all all {network} scram-sha-256\n" for network in self.networks)
         with open(self.data / "postgresql.conf", "a") as conf:
-            conf.write(f"\n# appliance-sandbox\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n"
+            conf.write(f"\n# appliance-sandbox\nlisten_addresses = '{listen}'\nport = {self.port}\n"
                        f"unix_socket_directories = '{self.data}'\nfsync = off\nfull_page_writes = off\n"
                        "synchronous_commit = off\n")
 

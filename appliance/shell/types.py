@@ -110,6 +110,18 @@ class IpAddress(ParamType):
 
 
 @dataclass(frozen=True)
+class VipAddress(ParamType):
+    """A virtual IP with its prefix length (:func:`appliance.net.addresses.parse_vip`), normalised."""
+
+    metavar: str = "<ADDRESS/PREFIX>"
+
+    def parse(self, text: str) -> str:
+        from appliance.net.addresses import parse_vip  # ipaddress: only when a VIP is typed
+
+        return str(parse_vip(text))
+
+
+@dataclass(frozen=True)
 class HostName(ParamType):
     """A single-label hostname for this node."""
 

@@ -48,6 +48,7 @@ from appliance.services import ProcessServices
 from appliance.testkit.demolog import DemoLine, Interval, intervals, read_demo_lines
 from appliance.testkit.nodes import BIN, Node, Remote
 from appliance.testkit.pgcluster import PgCluster, PgPair, Statement
+from appliance.testkit.pghost import free_port
 from appliance.testkit.tcpproxy import TcpProxy
 
 SCHEMA = "appliance"
@@ -81,7 +82,7 @@ class Agent:
 class HaNode:
     """An app node of the cluster: a :class:`Node` (composition) plus its agent and its DB target."""
 
-    def __init__(self, base: Path, name: str, local: PgCluster, demo_log: Path) -> None:
+    def __init__(self, base: Path, name: str, local: PgCluster, demo_log: Path, health_port: int | None = None) -> None:
         self.node = Node(base, name, local)
         self.name = name
         # The node's configuration, with the demo service as its primary-only service.
@@ -89,7 +90,11 @@ class HaNode:
         demo = json.dumps([sys.executable, "-m", "appliance.ha.demo_service", str(demo_log)])
         old = 'name = "demo"\ncommand = ["/bin/sleep", "3600"]'
         assert old in text, "appliance.testkit.nodes.Node changed its configuration"
-        self.node.config_path.write_text(text.replace(old, f'name = "demo"\ncommand = {demo}'))
+        text = text.replace(old, f'name = "demo"\ncommand = {demo}')
+        self.health_port = health_port  # the agent's health endpoint on 127.0.0.1, if any
+        if health_port is not None:
+            text += f'[health]\nlisten = "127.0.0.1:{health_port}"\n'
+        self.node.config_path.write_text(text)
         self.node.config = load_config(self.node.config_path)
         self.agent: Agent | None = None
         self.agent_log = self.node.dir / "agent.log"
@@ -142,11 +147,12 @@ class HaCluster:
     :param proxied: names of nodes whose DB target goes through their own :class:`TcpProxy`.
     :param priorities: the nodes' priorities (node1 first), set directly in the database, so the order of
         takeover is known (registration gives random ones). Default: node1 highest, then node2...
+    :param health: give every agent a health endpoint on a free port of 127.0.0.1 (``HaNode.health_port``).
     """
 
     def __init__(self, base: Path, db: PgCluster | PgPair, *, local: PgCluster | None = None, nodes: int = 3,
                  keepalive_s: int = 1, db_check_s: int | None = None, proxied: Iterable[str] = (),
-                 priorities: Iterable[int] | None = None) -> None:
+                 priorities: Iterable[int] | None = None, health: bool = False) -> None:
         self.pair = None if isinstance(db, PgCluster) else db
         # the read-write node of the shared database, now
         self.db: PgCluster = db if isinstance(db, PgCluster) else db.primary
@@ -163,6 +169,7 @@ class HaCluster:
         self._local = local or self.db
         self._log_marks: dict[str, int] = {}
         self._count = nodes
+        self._health = health
         self.marked = 0.0
         self.pristine = False  # for fixtures that hand out a cluster nothing was done to yet
         _LIVE.add(self)
@@ -173,7 +180,8 @@ class HaCluster:
         """Create, init and redirect the nodes; set the interval; start the agents (unless ``start=False``)."""
         names = [f"node{i + 1}" for i in range(self._count)]
         for name in names:
-            self.nodes[name] = HaNode(self.base, name, self._local, self.demo_log)
+            self.nodes[name] = HaNode(self.base, name, self._local, self.demo_log,
+                                      free_port() if self._health else None)
         # appliance-admin init on every node, in parallel (each creates its own local database).
         procs = {name: n.node.popen("appliance-admin", "init") for name, n in self.nodes.items()}
         for name, proc in procs.items():

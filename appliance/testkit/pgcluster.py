@@ -406,10 +406,11 @@ class PgCluster:
         base_dir: Path | None = None,
         start: bool = True,
         timeout: int = DEFAULT_TIMEOUT,
+        port: int | None = None,
     ) -> PgCluster:
         """Make a streaming standby of this (running) cluster with ``pg_basebackup -R``.
 
-        The standby listens on its own free port, is started and is streaming when this returns
+        The standby listens on its own free port (or ``port``), is started and is streaming when this returns
         (unless ``start=False``). The replication password is passed in a passfile, so
         ``primary_conninfo`` carries ``passfile=``, not the password.
         """
@@ -419,7 +420,7 @@ class PgCluster:
         standby = PgCluster(
             cluster_dir,
             name=name,
-            port=free_port(),
+            port=port or free_port(),
             superuser=self.superuser,
             superuser_password=self.superuser_password,
         )

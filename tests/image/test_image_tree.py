@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 SHELL = "/usr/local/bin/appliance-shell"
 HELPER = "/usr/libexec/appliance/privhelper"
 OUR_UNITS = ("appliance-agent.service", "appliance-firstboot.service", "appliance-demo.service",
-             "appliance-network-revert.service")
+             "appliance-vip.service", "appliance-network-revert.service")
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +271,10 @@ def test_image_config_is_valid_and_lists_the_units(image):
     config = load_config(image.rootfs / "etc" / "appliance" / "appliance.toml")
     assert config.hostname.backend == "helper"
     assert config.services.backend == "systemd"
-    assert config.services.primary_units == ("appliance-demo.service",)
+    # The demo service and the VIP holder run on the primary only; every unit named ships in the image.
+    assert config.services.primary_units == ("appliance-demo.service", "appliance-vip.service")
+    for unit in config.services.primary_units + config.services.standby_units:
+        assert (image.rootfs / "usr" / "lib" / "systemd" / "system" / unit).is_file(), unit
     assert config.paths.state_dir == Path("/var/lib/appliance")
     assert config.local_db.admin_password_file == Path("/etc/appliance/local-db-admin-password")
     assert str(config.tools.privhelper) == HELPER

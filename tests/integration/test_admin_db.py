@@ -133,9 +133,10 @@ def test_a_damaged_dump_is_refused_before_anything_changes(standalone: Node, pg_
 
 def test_a_dump_of_a_newer_schema_or_with_a_bad_setting_is_refused(standalone: Node, pg_primary: PgCluster) -> None:
     config = standalone.config_path
+    [(version,)] = local_sql(standalone, pg_primary, "SELECT schema_version FROM appliance.meta")
     local_sql(standalone, pg_primary, "UPDATE appliance.meta SET schema_version = 99")
     newer = shell(config, "execute backup --output -")[1]
-    local_sql(standalone, pg_primary, "UPDATE appliance.meta SET schema_version = 2")
+    local_sql(standalone, pg_primary, "UPDATE appliance.meta SET schema_version = %s", (version,))
     local_sql(standalone, pg_primary, "UPDATE appliance.cluster_settings SET value = 'soon' WHERE key = 'maintenance'")
     bad = shell(config, "execute backup --output -")[1]
     local_sql(standalone, pg_primary, "UPDATE appliance.cluster_settings SET value = 'off' WHERE key = 'maintenance'")

@@ -454,6 +454,20 @@ def test_maintenance_flag(backend: Backend) -> None:
     assert backend.store.snapshot().maintenance is False
 
 
+def test_virtual_ip_setting(backend: Backend) -> None:
+    assert backend.store.snapshot().vip is None
+    backend.store.set_setting("vip", "192.0.2.10/24")
+    assert backend.store.snapshot().vip == "192.0.2.10/24"
+    backend.store.set_setting("vip", "2001:db8::10/64")
+    assert backend.store.snapshot().vip == "2001:db8::10/64"
+    for bad in ("192.0.2.10", "192.0.2.0/24", "127.0.0.1/8", "fe80::1/64", "nonsense/24"):
+        with pytest.raises(ValueError, match="vip"):
+            backend.store.set_setting("vip", bad)
+    assert backend.store.snapshot().vip == "2001:db8::10/64"
+    backend.store.set_setting("vip", "")  # ha unset vip
+    assert backend.store.snapshot().vip is None
+
+
 def test_a_longer_keepalive_is_judged_by_the_longer_one_at_once(backend: Backend) -> None:
     backend.store.set_setting("keepalive_interval_s", "3")
     view = backend.store.snapshot()

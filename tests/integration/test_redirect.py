@@ -51,11 +51,11 @@ def test_primary_then_secondary(make_node, remote):
     done = one.redirect(remote, "primary")
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
-    assert "INFO - Stopping services" in out and "Deploying database schema appliance v2" in out
+    assert "INFO - Stopping services" in out and f"Deploying database schema appliance v{S.latest_version()}" in out
     assert "Node node1 is now the primary of cluster" in out
     done = two.redirect(remote, "standby")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "Verified database schema appliance v2" in done.stdout
+    assert f"Verified database schema appliance v{S.latest_version()}" in done.stdout
     rows = remote.rows("SELECT name, role FROM appliance.nodes ORDER BY name")
     assert rows == [("node1", "primary"), ("node2", "standby")]
     assert remote.rows("SELECT count(*) FROM appliance.node_addresses") == [(2,)]

@@ -165,6 +165,9 @@ class SimServices(ServiceManager):
         self.role = None
         return was
 
+    def wanted(self, role: str) -> list[str]:
+        return []
+
     def running(self) -> list[str]:
         return {"primary": ["web", "scheduler"], "standby": ["web"]}.get(self.role or "", [])
 
@@ -176,7 +179,7 @@ class SimFence:
         self.until: float | None = None
         self.epoch: int | None = None
 
-    def grant(self, until_monotonic: float, epoch: int) -> None:
+    def grant(self, until_monotonic: float, epoch: int, timeline: int | None = None) -> None:
         self.until, self.epoch = until_monotonic, epoch
 
     def revoke(self) -> None:
@@ -581,12 +584,16 @@ class Sim:
         node.boots += 1
         node.clock = NodeClock(self, mono_offset=1000.0 * node.boots + 7.25 * len(node_id) * node.boots)
         node.fence = SimFence()
-        node.runtime = Runtime(NodeStore(self, node), node_id, node.services, node.clock, fence=node.fence)
+        node.runtime = Runtime(self.node_store(node), node_id, node.services, node.clock, fence=node.fence)
         node.runtime.start()
         node.state, node.paused, node.deferred, node.stop_requested = "up", False, False, False
         node.stopped_blind = False
         self.log(f"{node_id} boots")
         self._schedule(node, self.t)
+
+    def node_store(self, node: SimNode) -> HaStore:
+        """A node's connection to the store (the database-pair model gives one that chooses a node)."""
+        return NodeStore(self, node)
 
     def crash(self, node_id: str) -> None:
         node = self.nodes[node_id]
