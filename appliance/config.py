@@ -77,8 +77,17 @@ class ToolsConfig:
     # The privileged path of an unprivileged shell or agent: ``sudo -n <privhelper> VERB ARGS``.
     sudo: Path = Path("/usr/bin/sudo")
     privhelper: Path = Path("/usr/libexec/appliance/privhelper")
-    # The virtual IP's holder adds, refreshes and deletes the address with it.
+    # The administration commands (network, time, logs, diagnostics, backup, passwd) and the helper;
+    # ip also for the virtual IP's holder, which adds, refreshes and deletes the address with it.
+    traceroute: Path = Path("/usr/bin/traceroute")
     ip: Path = Path("/usr/sbin/ip")
+    journalctl: Path = Path("/usr/bin/journalctl")
+    timedatectl: Path = Path("/usr/bin/timedatectl")
+    networkctl: Path = Path("/usr/bin/networkctl")
+    systemd_run: Path = Path("/usr/bin/systemd-run")
+    pg_dump: Path = Path("/usr/lib/postgresql/15/bin/pg_dump")
+    pg_restore: Path = Path("/usr/lib/postgresql/15/bin/pg_restore")
+    passwd: Path = Path("/usr/bin/passwd")
 
 
 @dataclass(frozen=True)
@@ -109,6 +118,8 @@ class LocalDbConfig:
     user: str = "appliance"
     admin_user: str = "postgres"
     admin_password_file: Path | None = None
+    # Only for the disk use `system get info` shows; nothing is read or written there.
+    data_dir: Path = Path("/var/lib/postgresql")
 
 
 @dataclass(frozen=True)
@@ -178,6 +189,47 @@ class ServicesConfig:
     primary_units: tuple[str, ...] = ()
     standby_units: tuple[str, ...] = ()
     process: tuple[ProcessService, ...] = ()
+    # The node's other services, as `service get status` shows them and `service restart` may restart
+    # them (systemd backend only).
+    agent_unit: str = "appliance-agent.service"
+    database_unit: str = "postgresql@15-main.service"
+    ssh_unit: str = "ssh.service"
+
+
+@dataclass(frozen=True)
+class SystemConfig:
+    """What the administration commands change on the running system (through the privileged helper).
+
+    :param root: prefix of every system file the helper writes for network and time
+        (``<root>/etc/systemd/network``, ``<root>/etc/systemd/timesyncd.conf.d``,
+        ``<root>/var/lib/appliance-network``): ``/`` on the appliance, a test directory in tests.
+    :param network_confirm_s: the default commit-confirm deadline of ``system set network``.
+    """
+
+    root: Path = Path("/")
+    network_confirm_s: int = 120
+
+
+@dataclass(frozen=True)
+class LogsConfig:
+    """Where ``execute log show`` reads, and its bounds.
+
+    :param agent_file: the agent's log file; empty: the journal of ``services.agent_unit``.
+    """
+
+    agent_file: Path | None = None
+    max_lines: int = 10000
+    follow_max_s: int = 3600
+
+
+@dataclass(frozen=True)
+class SupportConfig:
+    """The support bundle (``execute diagnostic``) and the database backup (``execute backup``)."""
+
+    log_hours: int = 24
+    max_log_mb: int = 20
+    backup_timeout_s: int = 1800
+    max_restore_mb: int = 4096
 
 
 @dataclass(frozen=True)
@@ -195,6 +247,9 @@ class Config:
     credentials: CredentialsConfig = field(default_factory=CredentialsConfig)
     services: ServicesConfig = field(default_factory=ServicesConfig)
     ha: HaConfig = field(default_factory=HaConfig)
+    system: SystemConfig = field(default_factory=SystemConfig)
+    logs: LogsConfig = field(default_factory=LogsConfig)
+    support: SupportConfig = field(default_factory=SupportConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     vip: VipConfig = field(default_factory=VipConfig)
     source: Path | None = None
@@ -307,6 +362,12 @@ def _process_services(value: Any) -> tuple[ProcessService, ...]:
     return tuple(found)
 
 
+def _unit(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9@._-]+\.service", value):
+        raise ValueError("must be a systemd unit name (NAME.service)")
+    return value
+
+
 def _listen(value: Any) -> str:
     text = _text(value)
     if text:
@@ -401,7 +462,9 @@ def _checks(base: Path) -> dict[str, dict[str, _Check]]:
             "etc_root": path,
             "set_kernel": _boolean,
         },
-        "tools": {"ping": exe, "hostnamectl": exe, "systemctl": exe, "sudo": exe, "privhelper": exe, "ip": exe},
+        "tools": {name: exe for name in ("ping", "hostnamectl", "systemctl", "sudo", "privhelper", "traceroute", "ip",
+                                         "journalctl", "timedatectl", "networkctl", "systemd_run", "pg_dump",
+                                         "pg_restore", "passwd")},
         "audit": {"target": _choice("auto", "syslog", "file")},
         "database": {
             "name": _identifier,
@@ -419,6 +482,7 @@ def _checks(base: Path) -> dict[str, dict[str, _Check]]:
             "user": _identifier,
             "admin_user": _identifier,
             "admin_password_file": opt_path,
+            "data_dir": path,
         },
         "credentials": {
             "backend": _choice("file"),
@@ -432,10 +496,21 @@ def _checks(base: Path) -> dict[str, dict[str, _Check]]:
             "primary_units": _name_list(r"[A-Za-z0-9@._-]+\.service", "systemd unit names (NAME.service)"),
             "standby_units": _name_list(r"[A-Za-z0-9@._-]+\.service", "systemd unit names (NAME.service)"),
             "process": _process_services,
+            "agent_unit": _unit,
+            "database_unit": _unit,
+            "ssh_unit": _unit,
         },
         "ha": {
             "keepalive_interval_s": _int_range(*KEEPALIVE_RANGE_S),
             "statement_timeout_s": _seconds(0, STATEMENT_CAP_S),
+        },
+        "system": {"root": path, "network_confirm_s": _int_range(10, 3600)},
+        "logs": {"agent_file": opt_path, "max_lines": _int_range(10, 100000), "follow_max_s": _int_range(10, 86400)},
+        "support": {
+            "log_hours": _int_range(1, 24 * 31),
+            "max_log_mb": _int_range(1, 1024),
+            "backup_timeout_s": _int_range(10, 86400),
+            "max_restore_mb": _int_range(1, 1024 * 1024),
         },
         "health": {
             "listen": _listen,
@@ -459,6 +534,9 @@ _SECTION_TYPES: dict[str, type] = {
     "credentials": CredentialsConfig,
     "services": ServicesConfig,
     "ha": HaConfig,
+    "system": SystemConfig,
+    "logs": LogsConfig,
+    "support": SupportConfig,
     "health": HealthConfig,
     "vip": VipConfig,
 }

@@ -16,9 +16,25 @@ from appliance.shell.spec import Registry
 
 
 def build_registry() -> Registry:
-    from commands import execute, ha, redirect, session, system  # here: `import commands` stays light
+    # here: `import commands` stays light
+    from commands import (
+        accounts,
+        backup,
+        execute,
+        ha,
+        logs,
+        network,
+        power,
+        redirect,
+        service,
+        session,
+        support,
+        system,
+        timekeeping,
+    )
 
-    modules = (session, system, execute, redirect, ha)
+    modules = (session, system, network, timekeeping, accounts, service, execute, power, logs, support, backup,
+               redirect, ha)
     groups: dict[str, str] = {}
     for module in modules:
         groups.update(module.GROUPS)

@@ -86,25 +86,26 @@ def get_status(ctx: Context, args: Args) -> Result:
 # --- what a confirmed command will change (shown above the question) ---------------------------------
 
 
-def _change(what: str, old: object, new: object, note: str = "") -> str:
+def _change(what: str, old: object, new: object, note: str = "") -> Preview:
+    """``What: old -> new (note)``, shown above the question (the result says it again)."""
     line = f"{what}: {old} -> {new}" if old != new else f"{what}: {old} (unchanged)"
-    return line + (f" ({note})" if note else "")
+    return Preview(line + (f" ({note})" if note else ""), with_question=True)
 
 
 def preview_keepalive(ctx: Context, args: Args) -> Preview:
     from appliance.ha.session import cluster_snapshot
 
     view, _active, _me = cluster_snapshot(ctx.config)
-    return Preview(_change("Keepalive interval", f"{view.keepalive_s:g} s", f"{args['seconds']} s",
-                           "cluster-wide: every node follows"))
+    return _change("Keepalive interval", f"{view.keepalive_s:g} s", f"{args['seconds']} s",
+                           "cluster-wide: every node follows")
 
 
 def preview_db_check(ctx: Context, args: Args) -> Preview:
     from appliance.ha.session import cluster_snapshot
 
     view, _active, _me = cluster_snapshot(ctx.config)
-    return Preview(_change("DB check interval", f"{view.db_check_s:g} s", f"{args['seconds']} s",
-                           "cluster-wide: every node follows"))
+    return _change("DB check interval", f"{view.db_check_s:g} s", f"{args['seconds']} s",
+                           "cluster-wide: every node follows")
 
 
 def preview_vip(ctx: Context, args: Args) -> Preview:
@@ -112,8 +113,8 @@ def preview_vip(ctx: Context, args: Args) -> Preview:
 
     view, _active, _me = cluster_snapshot(ctx.config)
     new = args.get("address")  # None: ha unset vip
-    return Preview(_change("Virtual IP", view.vip or "none", new or "none",
-                           "held by the acting primary" if new else "the primary deletes the address"))
+    return _change("Virtual IP", view.vip or "none", new or "none",
+                           "held by the acting primary" if new else "the primary deletes the address")
 
 
 def preview_switchover(ctx: Context, args: Args) -> Preview:
@@ -122,8 +123,8 @@ def preview_switchover(ctx: Context, args: Args) -> Preview:
 
     view, _active, _me = cluster_snapshot(ctx.config)
     holder, target = choose(view, args["to"])  # refuses here what the switchover would refuse
-    return Preview(_change("Primary", holder.name, target.name, "planned switchover; the primary-only services "
-                           "stop on the old primary first"))
+    return _change("Primary", holder.name, target.name, "planned switchover; the primary-only services "
+                           "stop on the old primary first")
 
 
 def preview_maintenance(ctx: Context, args: Args) -> Preview:
@@ -131,8 +132,8 @@ def preview_maintenance(ctx: Context, args: Args) -> Preview:
 
     view, _active, _me = cluster_snapshot(ctx.config)
     new = args["mode"] == "enable"
-    return Preview(_change("Maintenance", _on_off(view.maintenance), _on_off(new),
-                           "automatic failover " + ("paused" if new else "resumed") + " cluster-wide"))
+    return _change("Maintenance", _on_off(view.maintenance), _on_off(new),
+                           "automatic failover " + ("paused" if new else "resumed") + " cluster-wide")
 
 
 def _on_off(on: bool) -> str:
@@ -148,7 +149,7 @@ def _preview_state(ctx: Context, new: str, note: str) -> Preview:
     if node is None:
         raise NotConfigured(f"this node ({me.name}) is not registered in cluster {active.cluster_id}",
                             hint="run redirect (or appliance-admin init) again")
-    return Preview(_change(f"This node ({me.name})", status_of(view, node).value, new, note))
+    return _change(f"This node ({me.name})", status_of(view, node).value, new, note)
 
 
 def preview_stop(ctx: Context, args: Args) -> Preview:

@@ -13,7 +13,7 @@ def preview(ctx: Context, args: Args) -> Preview:
     from appliance.redirect import plan_for  # redirect's machinery loads when redirect runs
 
     plan = plan_for(ctx.config, args)
-    return Preview(plan.summary(), prepared=plan, always=True)  # its TLS warning matters with --yes too
+    return Preview(plan.summary(), prepared=plan)  # shown with --yes too: its TLS warning matters there
 
 
 def redirect(ctx: Context, args: Args) -> Stream:

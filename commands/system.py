@@ -7,7 +7,7 @@ from appliance.errors import ApplianceError
 from appliance.hostname import backend_for
 from appliance.identity import format_duration, hardware_id, uptime_s
 from appliance.shell.context import Context
-from appliance.shell.result import Result
+from appliance.shell.result import Result, Table
 from appliance.shell.spec import Args, CommandSpec, Param, Preview
 from appliance.shell.types import HostName
 
@@ -19,7 +19,8 @@ def get_hostname(ctx: Context, args: Args) -> Result:
 
 def preview_hostname(ctx: Context, args: Args) -> Preview:
     old, new = backend_for(ctx.config).get(), args["hostname"]
-    return Preview(f"Hostname: {old} -> {new}" if old != new else f"Hostname: {old} (unchanged)")
+    text = f"Hostname: {old} -> {new}" if old != new else f"Hostname: {old} (unchanged)"
+    return Preview(text, with_question=True)
 
 
 def set_hostname(ctx: Context, args: Args) -> Result:
@@ -77,12 +78,32 @@ def _ha_fields(ctx: Context) -> dict[str, object]:
     return fields
 
 
+def get_info(ctx: Context, args: Args) -> Result:
+    from appliance.ops.sysinfo import system_info
+
+    info = system_info(ctx.config, backend_for(ctx.config).get())
+    total, available = info.memory_total_mb, info.memory_available_mb
+    fields = (
+        ("Version", info.version), ("Hostname", info.hostname), ("OS", info.os),
+        ("Kernel", f"{info.kernel} ({info.architecture})"),
+        ("CPUs", f"{info.cpus} x {info.cpu_model}" if info.cpu_model else info.cpus),
+        ("Memory", f"{available} MiB available of {total} MiB" if total else None),
+        ("Load (1/5/15 min)", info.load),
+        ("Uptime", format_duration(info.uptime_s) if info.uptime_s is not None else None),
+        ("Agent uptime", format_duration(info.agent_uptime_s) if info.agent_uptime_s is not None else "not running"),
+    )
+    disks = Table("disks", ("Volume", "Path", "Size (MiB)", "Used (MiB)", "Free (MiB)", "Use %"),
+                  [(d.volume, d.path, d.total_mb, d.used_mb, d.free_mb, d.use_percent) for d in info.disks],
+                  title="Disk use:")
+    return Result(fields=fields, tables=(disks,), data=info.as_dict())
+
+
 def preview_rotate_key(ctx: Context, args: Args) -> Preview:
     from appliance import credentials
 
     old = credentials.backend_for(ctx.config).key_id()
     return Preview(f"Master key: {old} -> a new key (the stored credentials are re-encrypted under it, "
-                   "then the old key is removed)")
+                   "then the old key is removed)", with_question=True)
 
 
 def rotate_key(ctx: Context, args: Args) -> Result:
@@ -129,5 +150,11 @@ COMMANDS: tuple[CommandSpec, ...] = (
         ("system", "get", "status"),
         "show version, hostname, hardware id and uptime",
         get_status,
+    ),
+    CommandSpec(
+        ("system", "get", "info"),
+        "show versions, CPUs, memory, disk use, load and uptimes (node and agent)",
+        get_info,
+        detail="Disk use of the volumes holding the state dir and the local database.",
     ),
 )

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Installs everything the product and its tests need on a fresh Debian 12 machine. Idempotent:
-# a second run installs nothing. Debian packages: ping, PostgreSQL 15 (server binaries for the
-# test clusters and the sandbox), repmgr (the tests' repmgr-managed database pair), tmux (terminal
-# tests), OpenSSH's sshd, login and passwd (the SSH and serial-console tests), HAProxy (the sandbox's
-# load balancer and its tests), iproute2 (the VIP), venv support. Python packages: the project and its
-# dev extras, into ./.venv.
+# a second run installs nothing. Debian packages: ping and traceroute (the network checks),
+# PostgreSQL 15 (server binaries for the test clusters and the sandbox, pg_dump/pg_restore for the
+# backups), repmgr (the tests' repmgr-managed database pair), tmux (terminal tests), OpenSSH's sshd,
+# login and passwd (the SSH and serial-console tests), HAProxy (the sandbox's load balancer and its
+# tests), iproute2 (the VIP), venv support. Python packages: the project and its dev extras, into
+# ./.venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(iputils-ping libcap2-bin postgresql-15 postgresql-client-15 postgresql-15-repmgr tmux python3-venv
-          util-linux openssh-server login passwd haproxy iproute2)
+packages=(iputils-ping traceroute libcap2-bin postgresql-15 postgresql-client-15 postgresql-15-repmgr tmux
+          python3-venv util-linux openssh-server login passwd haproxy iproute2)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

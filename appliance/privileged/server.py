@@ -6,39 +6,58 @@ allows exactly this program and nothing else. Its whole command line::
 
     privhelper set-hostname NAME           static and transient hostname + the 127.0.1.1 line of /etc/hosts
     privhelper service start|stop UNIT...  only units listed in [services] primary_units/standby_units
+    privhelper service restart UNIT        those, or services.agent_unit/database_unit/ssh_unit
+                                           (a primary-only unit only if it runs: try-restart)
+    privhelper network-apply IF dhcp|ADDR/PREFIX GW|none DNS[,DNS...]|none SECONDS
+    privhelper network-confirm | network-revert          commit-confirm (appliance.ops.netapply)
+    privhelper set-ntp SERVER...           timesyncd drop-in, synchronisation on
+    privhelper ntp-off
+    privhelper set-timezone ZONE           a zone of the tz database installed here
+    privhelper set-time YYYY-MM-DDTHH:MM:SS    only while NTP synchronisation is off
+    privhelper power reboot|poweroff       in a few seconds (a transient timer), so the caller can answer
 
 The helper trusts nothing its caller could control: it checks every argument again (the hostname with
 the shell's own rule, :func:`appliance.names.check_single_label`; units against the lists in the
-configuration), reads the configuration from the fixed path ``/etc/appliance/appliance.toml`` (never
-from an option or ``$APPLIANCE_CONFIG``), has no options at all, and runs programs only by absolute
-path, with argv lists (never a shell) and a fixed environment (:mod:`appliance.proc`). Anything else is
-refused with exit status 2 and one line on stderr; a failure while applying a request exits 1.
+configuration; addresses, zones and times with :mod:`appliance.ops.netconf` and
+:mod:`appliance.ops.timeset`), reads the configuration from the fixed path
+``/etc/appliance/appliance.toml`` (never from an option or ``$APPLIANCE_CONFIG``), has no options at
+all, and runs programs only by absolute path, with argv lists (never a shell) and a fixed environment
+(:mod:`appliance.proc`). Anything else is refused with exit status 2 and one line on stderr; a failure
+while applying a request exits 1.
 
 This module is the program only, and runs as root: it imports the configuration, the naming rule
-(:mod:`appliance.names`), :mod:`appliance.proc` and :mod:`appliance.system_hostname` (and :data:`PROG`
-from its package), and nothing of the shell or of the hostname backends. The calling side is
-:mod:`appliance.privileged.client`.
+(:mod:`appliance.names`), :mod:`appliance.proc`, :mod:`appliance.system_hostname` and the root-side
+administration modules (``netconf``, ``netapply``, ``timeset``), and nothing of the shell or of the
+hostname backends. The calling side is :mod:`appliance.privileged.client`.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
+from appliance.clock import SystemClock
 from appliance.config import DEFAULT_CONFIG_PATH, Config, load_config
 from appliance.errors import ApplianceError, CommandFailed, ExitStatus, NotConfigured
 from appliance.names import check_single_label
+from appliance.ops.netapply import NetworkChanges
+from appliance.ops.netconf import NetworkSpec
+from appliance.ops.timeset import TimeSettings, check_servers, check_time, check_zone
 from appliance.privileged import PROG
 from appliance.proc import run_tool
 from appliance.system_hostname import set_hosts_name, set_in_etc, set_with_hostnamectl
 
 __all__ = ["MAX_ARG_LEN", "PROG", "USAGE", "Refused", "Request", "apply", "check_request", "main"]
 
-USAGE = "usage: privhelper set-hostname NAME | privhelper service start|stop UNIT..."
+USAGE = ("usage: privhelper set-hostname NAME | service start|stop UNIT... | service restart UNIT | "
+         "network-apply IF dhcp|ADDR/PREFIX GW|none DNS|none SECONDS | network-confirm | network-revert | "
+         "set-ntp SERVER... | ntp-off | set-timezone ZONE | set-time YYYY-MM-DDTHH:MM:SS | power reboot|poweroff")
+# Seconds between `power` and the reboot: the caller's answer and audit record are written first.
+POWER_DELAY_S = 3
 MAX_ARG_LEN = 256  # no legitimate argument comes close (a label is <= 63, a unit name <= 256)
 
 
@@ -48,8 +67,8 @@ class Refused(Exception):
 
 @dataclass(frozen=True)
 class Request:
-    verb: str  # "set-hostname" | "service"
-    args: tuple[str, ...]  # (NAME,) | (start|stop, UNIT, ...)
+    verb: str  # one of the verbs above
+    args: tuple[str, ...]  # the checked arguments
 
 
 def check_request(argv: Sequence[str], config: Config) -> Request:
@@ -71,7 +90,38 @@ def check_request(argv: Sequence[str], config: Config) -> Request:
         return Request(verb, (_check_hostname(rest, config),))
     if verb == "service":
         return Request(verb, _check_service(rest, config))
+    if verb == "network-apply":
+        try:
+            NetworkSpec.from_helper_args(rest)
+        except ValueError as exc:
+            raise Refused(str(exc)) from None
+        return Request(verb, rest)
+    if verb in ("network-confirm", "network-revert", "ntp-off"):
+        if rest:
+            raise Refused(f"{verb} takes no arguments")
+        return Request(verb, ())
+    if verb == "set-ntp":
+        return Request(verb, _checked(check_servers, rest))
+    if verb == "set-timezone":
+        if len(rest) != 1:
+            raise Refused("set-timezone takes exactly one ZONE")
+        return Request(verb, (_checked(lambda args: check_zone(config, args[0]), rest),))
+    if verb == "set-time":
+        if len(rest) != 1:
+            raise Refused("set-time takes exactly one YYYY-MM-DDTHH:MM:SS")
+        return Request(verb, (_checked(lambda args: check_time(args[0]), rest),))
+    if verb == "power":
+        if rest not in (("reboot",), ("poweroff",)):
+            raise Refused("power takes reboot or poweroff")
+        return Request(verb, rest)
     raise Refused(f"unknown request {verb!r}")
+
+
+def _checked(check: Callable[[tuple[str, ...]], Any], rest: tuple[str, ...]) -> Any:
+    try:
+        return check(rest)
+    except ValueError as exc:
+        raise Refused(str(exc)) from None
 
 
 def _check_hostname(rest: tuple[str, ...], config: Config) -> str:
@@ -84,12 +134,19 @@ def _check_hostname(rest: tuple[str, ...], config: Config) -> str:
 
 
 def _check_service(rest: tuple[str, ...], config: Config) -> tuple[str, ...]:
-    if len(rest) < 2 or rest[0] not in ("start", "stop"):
-        raise Refused("service takes start or stop and one or more UNIT names")
+    if len(rest) < 2 or rest[0] not in ("start", "stop", "restart"):
+        raise Refused("service takes start, stop or restart and UNIT names")
     if config.services.backend != "systemd":
         raise Refused(f"services.backend is {config.services.backend!r}, not 'systemd': no unit may be controlled")
     listed = set(config.services.primary_units) | set(config.services.standby_units)
     units = rest[1:]
+    if rest[0] == "restart":
+        services = config.services
+        if len(units) != 1:
+            raise Refused("service restart takes exactly one UNIT")
+        if units[0] not in listed | {services.agent_unit, services.database_unit, services.ssh_unit}:
+            raise Refused(f"unit {units[0]!r} is not one of the appliance's services in the configuration")
+        return rest
     for unit in units:
         if unit not in listed:
             raise Refused(f"unit {unit!r} is not listed in [services] primary_units or standby_units")
@@ -103,11 +160,50 @@ def apply(request: Request, config: Config) -> str:
 
     :raises ApplianceError: it failed (the message says what and why).
     """
-    if request.verb == "set-hostname":
-        return _set_hostname(request.args[0], config)
-    action, *units = request.args
-    run_tool(config.tools.systemctl, [action, "--", *units], timeout_s=config.services.stop_timeout_s + 10)
+    verb, args = request.verb, request.args
+    if verb == "set-hostname":
+        return _set_hostname(args[0], config)
+    if verb == "service":
+        return _service(args, config)
+    if verb.startswith("network-"):
+        changes = NetworkChanges(config, SystemClock())
+        if verb == "network-apply":
+            spec, seconds = NetworkSpec.from_helper_args(args)
+            return changes.apply(spec, seconds)
+        return changes.confirm() if verb == "network-confirm" else changes.revert()
+    time = TimeSettings(config)
+    if verb == "set-ntp":
+        return time.set_ntp(args)
+    if verb == "ntp-off":
+        return time.ntp_off()
+    if verb == "set-timezone":
+        return time.set_timezone(args[0])
+    if verb == "set-time":
+        return time.set_time(args[0])
+    return _power(args[0], config)
+
+
+def _service(args: tuple[str, ...], config: Config) -> str:
+    action, *units = args
+    timeout_s = config.services.stop_timeout_s + 10
+    if action == "restart" and units[0] in config.services.primary_units:
+        # A primary-only unit runs where this node acts as primary; restarting it must never start it
+        # on a standby, so it is restarted only if it runs.
+        action = "try-restart"
+    run_tool(config.tools.systemctl, [action, "--", *units], timeout_s=timeout_s)
     return f"{action} {' '.join(units)}: done"
+
+
+def _power(action: str, config: Config) -> str:
+    # A transient timer, not `systemctl reboot` at once: logind would end the caller's session (and
+    # the shell in it) before it has printed its answer and written its audit record.
+    unit = f"appliance-power-{action}"
+    run_tool(config.tools.systemd_run, [
+        f"--unit={unit}", f"--on-active={POWER_DELAY_S}s", "--timer-property=AccuracySec=100ms",
+        f"--description=Appliance {action} (execute {'reboot' if action == 'reboot' else 'shutdown'})",
+        "--", str(config.tools.systemctl), action,
+    ], timeout_s=30)
+    return f"{action} in {POWER_DELAY_S} s"
 
 
 def _set_hostname(name: str, config: Config) -> str:

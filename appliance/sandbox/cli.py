@@ -107,6 +107,7 @@ def node_config(base: Path, node: dict[str, Any], keepalive: int, net: netns.Net
         services=services, ha={"keepalive_interval_s": keepalive}, sections=sections,
         local_host=net.host if net else "127.0.0.1",
         header=f"Written by appliance-sandbox for {name}; see appliance/data/appliance.toml for every key.",
+        agent_log=home / "agent.log", local_data_dir=home / "pg",
     )
 
 

@@ -29,8 +29,8 @@ from appliance.shell.audit import AuditLog, AuditRecord
 from appliance.shell.context import Context
 from appliance.shell.env import read_line
 from appliance.shell.parse import Invocation, parse_words
-from appliance.shell.render import INTERNAL_ERROR, render, render_error, render_stream
-from appliance.shell.result import Stream
+from appliance.shell.render import INTERNAL_ERROR, render, render_binary, render_error, render_stream
+from appliance.shell.result import Binary, Stream
 from appliance.shell.spec import Param
 from appliance.shell.tokenize import MAX_LINE, is_comment, scan_words, split_flag, split_words
 
@@ -124,7 +124,7 @@ class Dispatcher:
         if spec.preflight is not None:
             preview = spec.preflight(self.ctx, args)
             if preview is not None:
-                if preview.text and (preview.always or (asking and self._can_ask())):
+                if preview.text and (not preview.with_question or (asking and self._can_ask())):
                     self.ctx.env.stdout.write(safe(preview.text.rstrip("\n"), newlines=True) + "\n")
                     self.ctx.env.stdout.flush()
                 args = type(args)(values, args.given, prepared=preview.prepared)
@@ -135,6 +135,8 @@ class Dispatcher:
         outcome = spec.handler(self.ctx, args)
         if isinstance(outcome, Stream):
             return render_stream(outcome, self.ctx.env.stdout)
+        if isinstance(outcome, Binary):
+            return render_binary(outcome, self.ctx.env.stdout)
         render(outcome, self.ctx.env.stdout, as_json=bool(args.get("json")))
         self.ctx.env.stdout.flush()
         return outcome.status

@@ -21,7 +21,7 @@ from typing import IO, Any
 from appliance import interrupts
 from appliance.errors import ApplianceError, ExitStatus
 from appliance.safetext import safe
-from appliance.shell.result import Result, Stream, Table
+from appliance.shell.result import Binary, Result, Stream, Table
 
 
 def json_key(label: str) -> str:
@@ -140,6 +140,30 @@ def render_stream(stream: Stream, out: IO[str]) -> ExitStatus:
             lost = True
             pending = interrupts.output_lost()
     return stream.status()
+
+
+def render_binary(binary: Binary, out: IO[str]) -> ExitStatus:
+    """Write the chunks to the byte stream under ``out``; return the producer's status.
+
+    Refused when ``out`` is a terminal (an archive would garble it) or has no byte stream under it.
+    """
+    sink = getattr(out, "buffer", None)
+    if sink is None or out.isatty():
+        close = getattr(binary.chunks, "close", None)
+        if close is not None:
+            close()
+        raise ApplianceError("standard output is a terminal: binary output is not written to it",
+                             hint="redirect it to a file: ssh ems@vm '... --output -' > FILE")
+    out.flush()
+    try:
+        for chunk in binary.chunks:
+            sink.write(chunk)
+        sink.flush()
+    finally:
+        close = getattr(binary.chunks, "close", None)
+        if close is not None:
+            close()
+    return binary.status()
 
 
 def render_error(error: ApplianceError, err: IO[str], *, where: str | None = None) -> None:

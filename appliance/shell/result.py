@@ -1,8 +1,9 @@
 """What handlers return: plain data that one renderer prints as text or JSON.
 
 Handlers never print. A handler returns one of these, or raises an
-:class:`~appliance.errors.ApplianceError`. The only exception to "data first" is :class:`Stream`,
-for commands such as ``execute ping`` whose lines must appear as they come.
+:class:`~appliance.errors.ApplianceError`. The exceptions to "data first" are :class:`Stream`, for
+commands such as ``execute ping`` whose lines must appear as they come, and :class:`Binary`, for an
+archive streamed to standard output (``ssh ems@vm 'execute backup --output -' > file``).
 """
 
 from __future__ import annotations
@@ -49,4 +50,16 @@ class Stream:
     status: Callable[[], ExitStatus] = field(default=lambda: ExitStatus.OK)
 
 
-Outcome = Result | Stream
+class Binary:
+    """Bytes for standard output, written as they are produced; never sent to a terminal.
+
+    ``status()`` is asked once the chunks are exhausted. The producer cleans up in ``finally`` (the
+    renderer closes it when the reader goes away). A plain class: every shell start defines it.
+    """
+
+    def __init__(self, chunks: Iterator[bytes], status: Callable[[], ExitStatus] = lambda: ExitStatus.OK) -> None:
+        self.chunks = chunks
+        self.status = status
+
+
+Outcome = Result | Stream | Binary

@@ -29,15 +29,16 @@ class Preview:
     nothing is checked twice.
 
     Every command that asks for confirmation says what will change (old -> new) this way. The text is
-    shown only when the question is asked, unless ``always`` (a plan with warnings the admin must see
-    even with ``--yes``, such as ``redirect``'s). (A plain class: the shell builds this module on every
+    printed whether or not the question is asked (a plan, a warning, a revert deadline matter with
+    ``--yes`` too), unless ``with_question``: a one-line "old -> new" that the command's own result
+    repeats is shown only above the question. (A plain class: the shell builds this module on every
     start, and its start-up is measured.)
     """
 
-    __slots__ = ("always", "prepared", "text")
+    __slots__ = ("prepared", "text", "with_question")
 
-    def __init__(self, text: str | None, prepared: Any = None, always: bool = False) -> None:
-        self.text, self.prepared, self.always = text, prepared, always
+    def __init__(self, text: str | None, prepared: Any = None, *, with_question: bool = False) -> None:
+        self.text, self.prepared, self.with_question = text, prepared, with_question
 
 
 # Runs before the confirmation question without changing anything (checks, a summary of what will

@@ -259,3 +259,159 @@ class SchemaPrefix(ParamType):
         if not re.fullmatch(r"[a-z0-9_]{1,54}", text):
             raise ValueError("must be 1-54 lower-case letters, digits or underscores")
         return text
+
+
+# --- the administration commands (network, time, logs, backup) -----------------------------------
+# Plain classes with class-level settings, not dataclasses: every shell start defines them, and a
+# dataclass costs a code generation each (start-up is measured, bench/shell_startup.py).
+
+# A Linux interface name: at most 15 bytes (IFNAMSIZ - 1), no '/', no blank, never read as an option.
+_IFNAME = r"[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,14}"
+
+
+class Interface(ParamType):
+    """A network interface name; Tab offers the interfaces this node has now."""
+
+    metavar = "<IF>"
+
+    def parse(self, text: str) -> str:
+        if not re.fullmatch(_IFNAME, text) or text in (".", ".."):
+            raise ValueError("must be an interface name (1-15 letters, digits, '_', '.', ':', '@' or '-')")
+        return text
+
+    def choices(self) -> Sequence[str]:
+        import socket
+
+        try:
+            return sorted(name for _index, name in socket.if_nameindex() if name != "lo")
+        except OSError:
+            return ()
+
+
+class AddressPrefix(ParamType):
+    """A unicast host address with its prefix length (``192.0.2.10/24``, ``2001:db8::5/64``)."""
+
+    metavar = "<ADDR/PREFIX>"
+
+    def parse(self, text: str) -> str:
+        import ipaddress
+
+        if "/" not in text:
+            raise ValueError("needs a prefix length (ADDR/PREFIX, for example 192.0.2.10/24)")
+        try:
+            iface = ipaddress.ip_interface(text)
+        except ValueError:
+            raise ValueError("must be an IPv4 or IPv6 address with a prefix length (ADDR/PREFIX)") from None
+        ip = iface.ip
+        if ip.is_loopback or ip.is_multicast or ip.is_unspecified or ip.is_link_local:
+            raise ValueError("must be a unicast address (not loopback, multicast, link-local or unspecified)")
+        net = iface.network
+        if ip.version == 4 and net.prefixlen < 31 and ip in (net.network_address, net.broadcast_address):
+            raise ValueError(f"is the {'network' if ip == net.network_address else 'broadcast'} address of {net}")
+        return str(iface)
+
+
+class IpList(ParamType):
+    """One IP address or a comma-separated list of them (at most three), no duplicates."""
+
+    metavar = "<IP[,IP...]>"
+    max_items = 3
+
+    def parse(self, text: str) -> tuple[str, ...]:
+        items = [IpAddress().parse(item.strip()) for item in text.split(",")]
+        if len(items) > self.max_items:
+            raise ValueError(f"may list at most {self.max_items} addresses")
+        if len(set(items)) != len(items):
+            raise ValueError("lists an address twice")
+        return tuple(items)
+
+
+class TimeZone(ParamType):
+    """A zone of the tz database (``Europe/Paris``, ``UTC``); Tab completes them."""
+
+    metavar = "<ZONE>"
+
+    def parse(self, text: str) -> str:
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}", text) or len(text) > 64:
+            raise ValueError("must be a time zone of the tz database, for example Europe/Paris or UTC")
+        if text not in self.choices():
+            raise ValueError("is not a time zone of the tz database (Tab lists them)")
+        return text
+
+    def choices(self) -> Sequence[str]:
+        import zoneinfo  # only when a zone is typed or completed
+
+        return sorted(z for z in zoneinfo.available_timezones() if not z.startswith(("posix/", "right/")))
+
+
+class DateTime(ParamType):
+    """A local date and time, ``YYYY-MM-DD HH:MM:SS`` (one word: quote it)."""
+
+    metavar = '"<YYYY-MM-DD HH:MM:SS>"'
+
+    def parse(self, text: str) -> str:
+        from datetime import datetime
+
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", text):
+            raise ValueError('must be "YYYY-MM-DD HH:MM:SS" (quoted: it is one value)')
+        try:
+            when = datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            raise ValueError("is not a valid date and time") from None
+        if not 2000 <= when.year <= 2099:
+            raise ValueError("must be a year from 2000 to 2099")
+        return text
+
+
+_DURATION = r"([0-9]{1,6})([smhd])"
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Duration(ParamType):
+    """A length of time: a whole number and a unit, ``30s``, ``15m``, ``2h``, ``7d``; the value is seconds."""
+
+    metavar = "<DURATION>"
+    max_s = 366 * 86400
+
+    def parse(self, text: str) -> int:
+        match = re.fullmatch(_DURATION, text)
+        if not match:
+            raise ValueError("must be a number and a unit: s, m, h or d (30s, 15m, 2h, 7d)")
+        seconds = int(match.group(1)) * _UNIT_S[match.group(2)]
+        if not 1 <= seconds <= self.max_s:
+            raise ValueError(f"must be from 1s to {self.max_s // 86400}d")
+        return seconds
+
+
+class SearchWord(ParamType):
+    """Plain text to look for (no pattern syntax: matched as written, ignoring case)."""
+
+    metavar = "<WORD>"
+    max_len = 64
+
+    def parse(self, text: str) -> str:
+        if not text or len(text) > self.max_len or not text.isprintable():
+            raise ValueError(f"must be 1-{self.max_len} printable characters")
+        return text
+
+
+class StandardStream(ParamType):
+    """Only ``-``: standard output (or input), for scripts over SSH."""
+
+    metavar = "-"
+
+    def parse(self, text: str) -> str:
+        if text != "-":
+            raise ValueError("must be - (standard output or input); files are kept under the state dir")
+        return text
+
+
+class BackupSource(ParamType):
+    """``-`` (standard input) or the name of a backup file kept under the state dir."""
+
+    metavar = "<-|FILE>"
+
+    def parse(self, text: str) -> str:
+        if text == "-" or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.dump", text):
+            return text
+        raise ValueError("must be - (standard input) or the name of a backup listed under the state dir (NAME.dump)")

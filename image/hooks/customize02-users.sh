@@ -4,13 +4,14 @@
 # ems: uid 1000, login shell /usr/local/bin/appliance-shell (registered in /etc/shells), home
 # /home/ems owned by root (nothing there is the account's to change), password "ems" (public, as on
 # the vendor's appliance) set through chpasswd's standard input and expired, so the first login
-# (SSH keyboard-interactive or the serial console) must change it. root: locked.
+# (SSH keyboard-interactive or the serial console) must change it. In the group systemd-journal:
+# `execute log show agent|system` reads the journal with journalctl's fixed options. root: locked.
 set -eu
 ROOT="$1"
 SHELL_PATH=/usr/local/bin/appliance-shell
 
 chroot "$ROOT" useradd --uid 1000 --user-group --no-create-home --home-dir /home/ems \
-    --shell "$SHELL_PATH" --comment "Appliance administrator" ems
+    --shell "$SHELL_PATH" --comment "Appliance administrator" --groups systemd-journal ems
 install -d -m 0755 -o root -g root "$ROOT/home/ems"
 # sshd (pam_motd) and login(1) print the message of the day and the last-login line to stdout, even
 # for `printf 'cmd\n' | ssh ems@vm`, where it would be read as command output: .hushlogin silences

@@ -33,14 +33,20 @@ chmod u-s "$ROOT/usr/bin/ping"
 install -d -m 0750 "$ROOT/var/lib/appliance"
 chroot "$ROOT" chown ems:ems /var/lib/appliance
 
+# The pending `system set network` change (root's; the helper keeps the previous file there).
+install -d -m 0755 -o root -g root "$ROOT/var/lib/appliance-network"
+
 # Units (offline enable: symlinks only). The demo unit is started by the agent, never at boot.
+# appliance-network-revert restores an unconfirmed network change at boot, before systemd-networkd.
 chroot "$ROOT" systemctl enable --quiet appliance-firstboot.service appliance-agent.service \
-    ssh.service systemd-networkd.service serial-getty@ttyS0.service
+    ssh.service systemd-networkd.service systemd-resolved.service systemd-timesyncd.service \
+    appliance-network-revert.service serial-getty@ttyS0.service
 # systemd's interactive first-boot wizard would ask for a locale on the (serial) console of a new VM;
 # the image sets what it needs (/etc/locale.conf, /etc/localtime) and never asks.
 chroot "$ROOT" systemctl mask --quiet systemd-firstboot.service
 
-# Names and login noise.
-printf '# No name servers until DHCP (systemd-networkd) provides some.\n' > "$ROOT/etc/resolv.conf"
+# Names and login noise. /etc/resolv.conf is systemd-resolved's stub (127.0.0.53), which knows the DNS
+# servers networkd has: from DHCP, or from `system set network --dns`.
+ln -sfn ../run/systemd/resolve/stub-resolv.conf "$ROOT/etc/resolv.conf"
 rm -f "$ROOT/etc/update-motd.d/10-uname"
 : > "$ROOT/etc/motd"

@@ -6,9 +6,10 @@ also on failure. Every wait is bounded.
 
 * :func:`overlay` -- a writable, disposable copy of the tree.
 * :func:`booted` -- ``systemd-nspawn --boot --private-network --register=no --keep-unit`` of such a
-  copy; :class:`Container` runs commands inside with ``nsenter`` (the container's PID 1 is found as
-  the child of nspawn whose PID in its namespace is 1) and opens TCP connections from inside the
-  container's network namespace (a thread that ``setns()``\\ s into it: the socket stays there).
+  copy (or in a given network namespace); :class:`Container` runs commands inside with ``nsenter``
+  (the container's PID 1 is found as the child of nspawn whose PID in its namespace is 1), opens TCP
+  connections from inside the container's network namespace (a thread that ``setns()``\\ s into it:
+  the socket stays there), and boots it again after it rebooted itself (nspawn exits with 133).
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class Container:
     leader: int  # the container's PID 1, as a host PID
     console: Path
     started: float  # time.monotonic() when nspawn was started
+    argv: tuple[str, ...] = ()  # how nspawn was started (to boot it again)
 
     def run(self, argv: Sequence[str], *, timeout: float = COMMAND_TIMEOUT_S,
             input: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -103,6 +105,21 @@ class Container:
     def journal(self, *args: str) -> str:
         done = self.run(["journalctl", "--no-pager", "-b", "-n", "60", *args])
         return done.stdout + done.stderr
+
+    def boot_again_after_reboot(self, timeout: float = 120.0) -> float:
+        """The container rebooted itself (nspawn exits with 133): start it again on the same files.
+
+        Returns the seconds from the call to the new PID 1.
+        """
+        started = time.monotonic()
+        try:
+            code = self.nspawn.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the container did not go down within {timeout:g} s") from None
+        assert code == 133, f"systemd-nspawn exited with {code}, not 133 (a reboot)"
+        self.nspawn, self.started = _spawn(list(self.argv), self.console)
+        self.leader = _find_leader(self.nspawn, timeout=30)
+        return time.monotonic() - started
 
     def connect(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> socket.socket:
         """A TCP connection to ``host:port`` as seen from inside the container's network namespace."""
@@ -189,22 +206,37 @@ def _stop(nspawn: subprocess.Popen[bytes], leader: int | None) -> None:
             nspawn.wait(timeout=30)
 
 
+def _spawn(argv: list[str], console: Path) -> tuple[subprocess.Popen[bytes], float]:
+    with console.open("ab") as log:
+        started = time.monotonic()
+        nspawn = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                  env=CLEAN_ENV, start_new_session=True)
+    return nspawn, started
+
+
 @contextlib.contextmanager
-def booted(rootfs: Path, work: Path, machine: str = "appliance-test") -> Iterator[Container]:
-    """Boot a disposable copy of ``rootfs``; shut it down and remove everything afterwards."""
+def booted(rootfs: Path, work: Path, machine: str = "appliance-test",
+           netns: Path | None = None) -> Iterator[Container]:
+    """Boot a disposable copy of ``rootfs``; shut it down and remove everything afterwards.
+
+    :param netns: a network namespace (``/run/netns/NAME``) to boot in; default: a private one with
+        only a loopback interface. A namespace of the caller's outlives a reboot of the container.
+    """
     with overlay(rootfs, work) as root:
         console = work / "console.log"
-        with console.open("wb") as log:
-            started = time.monotonic()
-            nspawn = subprocess.Popen(
-                ["systemd-nspawn", "--quiet", "-D", str(root), f"--machine={machine}", "--register=no",
-                 "--keep-unit", "--boot", "--private-network", "--console=read-only"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=CLEAN_ENV,
-                start_new_session=True,
-            )
-        leader = None
+        # In a namespace of the caller's, nspawn does not grant CAP_NET_ADMIN by itself (with
+        # --private-network it does): systemd-networkd needs it, and the namespace is the container's alone.
+        network = ([f"--network-namespace-path={netns}", "--capability=CAP_NET_ADMIN"] if netns is not None
+                   else ["--private-network"])
+        argv = ["systemd-nspawn", "--quiet", "-D", str(root), f"--machine={machine}", "--register=no",
+                "--keep-unit", "--boot", *network, "--console=read-only"]
+        nspawn, started = _spawn(argv, console)
+        container: Container | None = None
         try:
-            leader = _find_leader(nspawn, timeout=30)
-            yield Container(root, nspawn, leader, console, started)
+            container = Container(root, nspawn, _find_leader(nspawn, timeout=30), console, started, tuple(argv))
+            yield container
         finally:
-            _stop(nspawn, leader)
+            if container is not None:
+                _stop(container.nspawn, container.leader)
+            else:
+                _stop(nspawn, None)

@@ -3,7 +3,8 @@
 qemu runs with TCG (``-accel tcg``; on the build machines KVM guests die with an emulation failure,
 see /work/shared/design/image.md), UEFI firmware from Debian's ``ovmf``, ``-snapshot`` so the image
 is never written. The serial console (ttyS0, 115200) is driven with pexpect: the ``login:`` prompt of
-serial-getty, the forced first password change, the appliance shell. Slow (about 1-2 minutes).
+serial-getty, the forced first password change, the appliance shell, and what only a VM has (its own
+clock, so NTP; a DHCP server, qemu's). Slow (about 1-2 minutes).
 """
 
 from __future__ import annotations
@@ -109,6 +110,22 @@ def test_uefi_boot_to_the_serial_console_login_and_the_shell(qemu):
     TIMINGS["qemu (TCG, UEFI) power-on to the appliance shell prompt"] = f"{time.monotonic() - started:.1f} s"
     child.sendline("system get hostname")
     child.expect(r"EMS\r+\n")  # the output line (the prompt is "EMS $")
+    child.expect(PROMPT)
+    # A VM keeps its own time (unlike a container): the zone and the NTP servers as systemd applies them.
+    child.sendline("system set timezone Europe/Paris --yes")
+    child.expect(r"Time zone changed: time zone set to Europe/Paris")
+    child.expect(PROMPT)
+    child.sendline("system set ntp --servers 192.0.2.123,ntp.example --yes")
+    child.expect(r"NTP servers set to 192.0.2.123, ntp.example; synchronisation on")
+    child.expect(PROMPT)
+    child.sendline("system get time --json")
+    child.expect(r'"timezone": "Europe/Paris"')
+    child.expect(r'"ntp": true')
+    child.expect(r'"ntp_servers": \[\s*"192.0.2.123",\s*"ntp.example"\s*\]')
+    child.expect(PROMPT)
+    # qemu's user network offers DHCP: the NIC is configured by it.
+    child.sendline("system get network")
+    child.expect(r"\| up +\| [0-9a-f:]{17} \| dhcp +\| 10\.0\.2\.15/24")
     child.expect(PROMPT)
     child.sendline("exit")
     child.expect(r"EMS login: ")

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 SHELL = "/usr/local/bin/appliance-shell"
 HELPER = "/usr/libexec/appliance/privhelper"
 OUR_UNITS = ("appliance-agent.service", "appliance-firstboot.service", "appliance-demo.service",
-             "appliance-vip.service")
+             "appliance-vip.service", "appliance-network-revert.service")
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +63,36 @@ def test_ems_must_change_the_password_at_first_login(image, tree):
     shadow = passwd_entry(image.rootfs, "ems", "shadow")
     assert shadow[1].startswith("$y$")  # a real (yescrypt) hash of the public initial password
     assert shadow[2] == "0"
+
+
+def test_ems_reads_the_journal_and_nothing_more(image):
+    group = passwd_entry(image.rootfs, "systemd-journal", "group")
+    assert group[3].split(",") == ["ems"]  # execute log show agent|system
+    for other in ("adm", "sudo", "shadow", "disk"):
+        assert "ems" not in passwd_entry(image.rootfs, other, "group")[3].split(","), other
+
+
+def test_the_administration_tools_are_installed(image):
+    installed = {line.split("\t")[0] for line in (image.out / "manifest.txt").read_text().splitlines()}
+    assert {"traceroute", "systemd-resolved", "systemd-timesyncd", "iproute2", "postgresql-client-15"} <= installed
+    pending = image.rootfs / "var/lib/appliance-network"
+    assert (pending.stat().st_uid, stat.S_IMODE(pending.stat().st_mode)) == (0, 0o755)  # root's: the helper's
+    config = load_config(image.rootfs / "etc" / "appliance" / "appliance.toml")
+    for tool in ("traceroute", "ip", "journalctl", "timedatectl", "networkctl", "systemd_run", "pg_dump",
+                 "pg_restore", "passwd"):
+        path = getattr(config.tools, tool)
+        assert in_tree(image.rootfs, path).is_file(), f"{tool}: {path}"
+
+
+def in_tree(root: Path, path: Path) -> Path:
+    """``path`` in the tree at ``root``, its symbolic links followed inside the tree (alternatives...)."""
+    found = root / str(path).lstrip("/")
+    for _hop in range(10):
+        if not found.is_symlink():
+            return found
+        target = Path(os.readlink(found))
+        found = root / str(target).lstrip("/") if target.is_absolute() else found.parent / target
+    raise AssertionError(f"{path}: too many links")
 
 
 def test_root_is_locked(image):
@@ -109,7 +139,10 @@ def test_the_installed_helper_refuses_anything_else(tree):
         (["set-hostname", "a.b"], "invalid hostname"),
         (["set-hostname", "-rf"], "invalid hostname"),
         (["service", "start", "ssh.service"], "not listed"),
-        (["service", "restart", "appliance-demo.service"], "start or stop"),
+        (["service", "reload", "appliance-demo.service"], "start, stop or restart"),
+        (["network-apply", "lo", "dhcp", "none", "none", "120"], "loopback"),
+        (["set-timezone", "../../etc/shadow"], "invalid time zone"),
+        (["power", "halt"], "reboot or poweroff"),
         (["--config", "/tmp/x.toml"], "unknown request"),
     ):
         done = chroot(tree, [HELPER, *argv])
@@ -148,7 +181,10 @@ def test_names_are_the_appliances_not_the_build_hosts(image):
     root = image.rootfs
     assert (root / "etc" / "hostname").read_text() == "EMS\n"
     assert "127.0.1.1\tEMS" in (root / "etc" / "hosts").read_text().splitlines()
-    assert "nameserver" not in (root / "etc" / "resolv.conf").read_text()
+    # No name server of the build host: resolv.conf is systemd-resolved's stub (the DNS servers networkd has).
+    assert os.readlink(root / "etc" / "resolv.conf") == "../run/systemd/resolve/stub-resolv.conf"
+    resolved = (root / "etc/systemd/resolved.conf.d/50-appliance.conf").read_text()
+    assert "LLMNR=no" in resolved and "MulticastDNS=no" in resolved  # nothing answering on the network
     assert (root / "etc" / "motd").read_text() == ""
     assert (root / "etc" / "locale.conf").read_text() == "LANG=C.UTF-8\n"
 
@@ -198,6 +234,8 @@ def test_units_are_installed_and_enabled(image, tree):
         assert link.is_symlink(), f"{target}/{unit}"
     for unit, expected in (("appliance-agent.service", "enabled"), ("appliance-firstboot.service", "enabled"),
                            ("appliance-demo.service", "static"), ("ssh.service", "enabled"),
+                           ("systemd-resolved.service", "enabled"), ("systemd-timesyncd.service", "enabled"),
+                           ("appliance-network-revert.service", "enabled"),
                            ("systemd-firstboot.service", "masked")):
         assert chroot(tree, ["systemctl", "is-enabled", unit]).stdout.strip() == expected, unit
 

@@ -220,9 +220,9 @@ def test_the_password_question_times_out_like_the_prompt(make):
     assert "no answer within" in env.stderr.getvalue() and d.ctx.logout and calls == []
 
 
-def test_the_preview_is_shown_above_the_question_only(make):
+def test_an_old_to_new_preview_is_shown_above_the_question_only(make):
     def preview(ctx, args):
-        return Preview("Setting: old -> new")
+        return Preview("Setting: old -> new", with_question=True)
 
     reg = Registry([CommandSpec(("chg",), "change", record, changes_state=True, confirm=True, preflight=preview)])
     for stdin, tty, line, shown in (("y\n", True, "chg", True), ("", True, "chg --yes", False),
