@@ -22,7 +22,7 @@ from appliance.db.errors import DbError, DbErrorKind
 from appliance.db.target import DbTarget
 from appliance.sandbox.tls import TlsMaterial, make_tls
 from appliance.testkit.fakepg import MODES, fake_postgres
-from appliance.testkit.nodes import SECRET, Node, Remote
+from appliance.testkit.nodes import BIN, SECRET, Node, Remote
 from appliance.testkit.pgcluster import PgCluster
 from appliance.testkit.pghost import chown_to_pg_user
 from tests.integration import test_redirect
@@ -190,6 +190,11 @@ def test_redirect_with_verify_full_stores_the_tls_settings_and_every_later_conne
     sessions = cluster.sql("SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) "
                            "WHERE a.usename = %s AND NOT s.ssl", (remote.user,))
     assert sessions == [(0,)]  # nothing of ours in plain text
+    # pg_dump (the system's libpq) gets the stored CA and channel binding too: a backup works over it.
+    dump = subprocess.run([str(BIN / "appliance-shell"), "--config", str(node.config_path), "-c",
+                           "execute backup --output -"], capture_output=True, timeout=120, check=False,
+                          env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+    assert dump.returncode == 0 and dump.stdout.startswith(b"PGDMP"), dump.stderr
 
 
 def test_redirect_below_verify_full_says_so_in_one_line_with_the_flags_that_fix_it(make_node, tls_cluster):
