@@ -132,7 +132,7 @@ class MemoryEvents:
     # --- deliveries ------------------------------------------------------------------------------------
 
     def claim_deliveries(self, node_id: str, channels: Sequence[str], *, liveness_s: float, claim_s: float,
-                         limit: int = 8, busy: Sequence[int] = ()) -> Claimed:
+                         limit: int = 8, busy: Sequence[tuple[int, str]] = ()) -> Claimed:
         with self._lock:
             now = self.clock.now()
             online = self._online_ids(liveness_s)
@@ -140,7 +140,7 @@ class MemoryEvents:
             taken: list[Delivery] = []
             next_due: float | None = None
             for (seq, channel), d in sorted(self._deliveries.items()):
-                if d.status != "pending" or channel not in channels or seq in busy:
+                if d.status != "pending" or channel not in channels or (seq, channel) in busy:
                     continue
                 assert d.deadline_at is not None and d.next_attempt_at is not None
                 if d.deadline_at <= now:

@@ -76,17 +76,17 @@ class PgEvents(PgBase):
                 for r in reversed(rows)]
 
     def claim_deliveries(self, node_id: str, channels: Sequence[str], *, liveness_s: float, claim_s: float,
-                         limit: int = 8, busy: Sequence[int] = ()) -> Claimed:
+                         limit: int = 8, busy: Sequence[tuple[int, str]] = ()) -> Claimed:
         me = as_uuid(node_id)
         params: dict[str, Any] = {"me": me, "channels": list(channels), "liveness": float(liveness_s),
-                                  "claim": float(claim_s), "limit": limit, "busy": list(busy)}
+                                  "claim": float(claim_s), "limit": limit, "busy": [f"{seq}:{ch}" for seq, ch in busy]}
 
         def body(conn: psycopg.Connection[tuple[Any, ...]]) -> Claimed:
             with conn.transaction():
                 conn.execute(self._q(Q.GIVE_UP_OVERDUE))
                 rows = conn.execute(self._q(Q.CLAIM_DELIVERIES), params).fetchall() if me is not None else []
-                taken = [int(r[0]) for r in rows]
-                left = conn.execute(self._q(Q.NEXT_DUE), dict(params, busy=[*busy, *taken])).fetchone()
+                taken = [f"{r[0]}:{r[1]}" for r in rows]
+                left = conn.execute(self._q(Q.NEXT_DUE), dict(params, busy=[*params["busy"], *taken])).fetchone()
             found = tuple(Delivery(int(r[0]), str(r[1]), int(r[2]), Event(
                 str(r[3]), int(r[0]), _time(r[4]), str(r[5]), str(r[6]), None if r[7] is None else int(r[7]),
                 dict(r[8] or {}), None if r[9] is None else float(r[9])).document(), float(r[10])) for r in rows)

@@ -223,7 +223,7 @@ CLAIM_DELIVERIES: LiteralString = (
     "WITH due AS (SELECT d.event_seq, d.channel FROM {s}.deliveries d"
     " LEFT JOIN {s}.nodes n ON n.node_id = d.claimed_by"
     " WHERE d.status = 'pending' AND d.channel = ANY(%(channels)s::text[]) AND d.next_attempt_at <= now()"
-    " AND NOT d.event_seq = ANY(%(busy)s::bigint[])"
+    " AND NOT (d.event_seq::text || ':' || d.channel) = ANY(%(busy)s::text[])"
     " AND (d.claimed_by IS NULL OR d.claimed_by = %(me)s::uuid OR d.claim_expires_at IS NULL"
     " OR d.claim_expires_at <= now() OR n.node_id IS NULL OR n.last_heartbeat IS NULL"
     " OR n.last_heartbeat < now() - make_interval(secs => %(liveness)s))"
@@ -244,7 +244,7 @@ NEXT_DUE: LiteralString = (
     " COALESCE(extract(epoch FROM n.last_heartbeat + make_interval(secs => %(liveness)s) - now()), 0)) END))::float8"
     " FROM {s}.deliveries d LEFT JOIN {s}.nodes n ON n.node_id = d.claimed_by"
     " WHERE d.status = 'pending' AND d.channel = ANY(%(channels)s::text[])"
-    " AND NOT d.event_seq = ANY(%(busy)s::bigint[])"
+    " AND NOT (d.event_seq::text || ':' || d.channel) = ANY(%(busy)s::text[])"
 )
 FINISH_DELIVERY: LiteralString = (
     "UPDATE {s}.deliveries SET attempts = attempts + CASE WHEN %(ok)s THEN 0 ELSE 1 END,"

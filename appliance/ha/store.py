@@ -214,9 +214,9 @@ class HaStore(ABC):
 
     @abstractmethod
     def claim_deliveries(self, node_id: str, channels: Sequence[str], *, liveness_s: float, claim_s: float,
-                         limit: int = 8, busy: Sequence[int] = ()) -> Claimed:
-        """Claim (one transaction) pending deliveries on ``channels`` (not of the events ``busy``: the
-        caller is sending those already) that are due and unclaimed, or
+                         limit: int = 8, busy: Sequence[tuple[int, str]] = ()) -> Claimed:
+        """Claim (one transaction) pending deliveries on ``channels`` (not those in ``busy``, (event seq,
+        channel) pairs the caller is sending already) that are due and unclaimed, or
         claimed by ``node_id``, or by a node that is not online (heartbeat older than ``liveness_s``, or
         not registered any more), or whose claim expired; each claim lasts ``claim_s``. Also says when
         another pending one may become claimable. A delivery past its deadline is marked failed."""

@@ -809,7 +809,7 @@ def test_a_failed_attempt_is_retried_later_by_anyone(backend: Backend) -> None:
     backend.store.record_events([_event(EventKind.TAKEOVER, node_id=a)], deliver_by=a)
     [d] = backend.store.claim_deliveries(a, ["webhook"], liveness_s=5.0, claim_s=5.0).deliveries
     assert backend.store.claim_deliveries(a, ["webhook"], liveness_s=5.0, claim_s=5.0,
-                                          busy=[d.event_seq]).deliveries == ()
+                                          busy=[(d.event_seq, "webhook")]).deliveries == ()
     assert backend.store.finish_delivery(d.event_seq, "webhook", a, delivered=False, error="HTTP 500",
                                          retry_in_s=0.3)
     early = backend.store.claim_deliveries(b, ["webhook"], liveness_s=5.0, claim_s=5.0)

@@ -310,7 +310,7 @@ class NodeStore(HaStore):
         return list(self._call(lambda: self.sim.store.events(since_s=since_s, limit=limit, kind=kind)))
 
     def claim_deliveries(self, node_id: str, channels: Sequence[str], *, liveness_s: float, claim_s: float,
-                         limit: int = 8, busy: Sequence[int] = ()) -> Claimed:
+                         limit: int = 8, busy: Sequence[tuple[int, str]] = ()) -> Claimed:
         claimed: Claimed = self._call(lambda: self.sim.store.claim_deliveries(
             node_id, channels, liveness_s=liveness_s, claim_s=claim_s, limit=limit, busy=busy))
         return claimed
