@@ -118,4 +118,4 @@ def summary(kind: str, details: Mapping[str, Any], duration_s: float | None = No
             ("" if d.get("phase") == "end" else str(d.get("alarm", "")))
     if kind == EventKind.REDIRECT:
         return f"redirected onto this cluster as {d.get('role', '?')}"
-    return ""
+    return str(d.get("why", ""))
