@@ -56,7 +56,7 @@ def _handler(journal: Journal) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def _event_of(message: Message) -> Any:
+def event_of(message: Message) -> Any:
     """The event's JSON from the message body (the last {...} block)."""
     payload = message.get_payload(decode=True)
     text = payload.decode(errors="replace") if isinstance(payload, bytes) else str(message.get_payload())
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             message = message_from_bytes(envelope.content)
             journal.write({"channel": "email", "from": envelope.mail_from, "to": list(envelope.rcpt_tos),
                            "subject": message.get("Subject"), "message_id": message.get("Message-ID"),
-                           "event": _event_of(message)})
+                           "event": event_of(message)})
             return "250 OK"
 
     smtp = Controller(Mail(), hostname="127.0.0.1", port=args.smtp_port)
