@@ -23,9 +23,11 @@ from appliance.errors import NotConfigured
 from appliance.ha.joinclient import fetch
 from appliance.ha.joincode import JoinCode, parse
 from appliance.ha.model import NodeIdentity
+from appliance.services import ProcessServices
 from appliance.testkit.hacluster import HaCluster
 
 I = 1  # noqa: E741
+LEFT: set[str] = set()  # nodes that left the cluster for good (their agent stopped)
 
 
 @pytest.fixture(scope="module")
@@ -160,11 +162,15 @@ def test_the_primary_leaves_with_a_handover(cluster: HaCluster) -> None:
     [(node, details)] = [e for e in events(cluster, "leave") if e[0] == primary]
     assert details["handed_over_to"] in rest
     assert any(d.get("phase") == "done" for _, d in events(cluster, "switchover"))
-    cluster.nodes.pop(primary)  # the rest of the module works on the remaining two
+    # The rest of the module works on the remaining two; the standalone node's agent and services stop.
+    cluster.sigterm(primary)
+    cluster.wait_exit(primary)
+    ProcessServices(cluster.nodes[primary].config).stop()
+    LEFT.add(primary)
 
 
 def test_priority_0_never_becomes_primary_even_as_the_last_node(cluster: HaCluster) -> None:
-    names = sorted(cluster.nodes)
+    names = sorted(set(cluster.nodes) - LEFT)
     primary = cluster.wait_stable(20)
     witness = next(n for n in names if n != primary)
     done = sh(cluster, witness, "ha set priority 0 --yes")
@@ -184,7 +190,7 @@ def test_priority_0_never_becomes_primary_even_as_the_last_node(cluster: HaClust
 
 def test_boot_start_is_honoured_across_agent_restarts(cluster: HaCluster) -> None:
     primary = cluster.wait_stable(20)
-    node = next(n for n in sorted(cluster.nodes) if n != primary)
+    node = next(n for n in sorted(set(cluster.nodes) - LEFT) if n != primary)
 
     def restart() -> str | None:
         cluster.sigterm(node)
