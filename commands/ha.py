@@ -4,7 +4,6 @@ membership life cycle (join codes, join, leave, priority, boot start), its event
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from appliance.errors import ExitStatus, NotConfigured, Unavailable, UsageError
 from appliance.shell.context import Context
@@ -16,20 +15,17 @@ EVENT_KINDS = ("takeover", "step_down", "switchover", "maintenance", "node_stop"
                "setting", "db_failover", "db_split_brain", "redirect")  # appliance.ha.events.KINDS, pinned by a test
 
 
-@dataclass(frozen=True)
 class NodeName(Text):
-    """A node of the cluster, by name (Tab completes the names this node's agent last saw)."""
+    """A node of the cluster, by name (Tab completes the names this node's agent last saw). Plain classes
+    here, not dataclasses: every shell start builds these declarations."""
 
-    metavar: str = "<NODE>"
-    max_len: int = 63
-    completion: str | None = "node"
+    completion = "node"
 
 
-@dataclass(frozen=True)
 class Duration(ParamType):
     """A span of time: a number and a unit (s, m, h, d), or several (1h30m)."""
 
-    metavar: str = "<DURATION>"
+    metavar = "<DURATION>"
 
     def parse(self, text: str) -> float:
         parts = re.findall(r"(\d{1,6})([smhd])", text)
@@ -38,9 +34,8 @@ class Duration(ParamType):
         return float(sum(int(n) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[u] for n, u in parts))
 
 
-@dataclass(frozen=True)
 class Url(ParamType):
-    metavar: str = "<URL>"
+    metavar = "<URL>"
 
     def parse(self, text: str) -> str:
         from appliance.ha.notify import check_url
@@ -48,9 +43,8 @@ class Url(ParamType):
         return check_url(text)
 
 
-@dataclass(frozen=True)
 class Addresses(ParamType):
-    metavar: str = "<ADDR[,ADDR...]>"
+    metavar = "<ADDR[,ADDR...]>"
 
     def parse(self, text: str) -> tuple[str, ...]:
         from appliance.ha.notify import check_addresses
@@ -58,9 +52,8 @@ class Addresses(ParamType):
         return check_addresses(text)
 
 
-@dataclass(frozen=True)
 class Address(ParamType):
-    metavar: str = "<ADDR>"
+    metavar = "<ADDR>"
 
     def parse(self, text: str) -> str:
         from appliance.ha.notify import check_address
@@ -68,9 +61,8 @@ class Address(ParamType):
         return check_address(text)
 
 
-@dataclass(frozen=True)
 class SmtpServer(ParamType):
-    metavar: str = "<HOST[:PORT]>"
+    metavar = "<HOST[:PORT]>"
 
     def parse(self, text: str) -> tuple[str, int]:
         from appliance.ha.notify import check_smtp
@@ -78,9 +70,8 @@ class SmtpServer(ParamType):
         return check_smtp(text)
 
 
-@dataclass(frozen=True)
 class CodeId(ParamType):
-    metavar: str = "<ID>"
+    metavar = "<ID>"
 
     def parse(self, text: str) -> str:
         if not re.fullmatch(r"[0-9a-f]{10}", text):
@@ -259,7 +250,6 @@ def add_node(ctx: Context, args: Args) -> Result:
 
 def get_join_codes(ctx: Context, args: Args) -> Result:
     from appliance.ha import joining
-
     from appliance.ha.model import CodeState
 
     live = (CodeState.OUTSTANDING, CodeState.CLAIMED)
@@ -465,7 +455,8 @@ COMMANDS: tuple[CommandSpec, ...] = (
                 changes_state=True, confirm=True),
     CommandSpec(
         ("ha", "switchover"), "hand the primary role to another node now (planned)", switchover,
-        params=(Param("to", "the node to hand over to (default: the best online standby)", NodeName()),),
+        params=(Param("to", "the node to hand over to (default: the best online standby)",
+                      NodeName(metavar="<NODE>", max_len=63)),),
         changes_state=True, confirm=True,
     ),
     CommandSpec(
@@ -481,7 +472,8 @@ COMMANDS: tuple[CommandSpec, ...] = (
         params=(Param("expires", "minutes the code stays valid (default 30, at most 24 h)",
                       Integer(1, 1440, metavar="<MINUTES>"), default=30),
                 Param("json", 'print {"code": ..., "expires": ...} (for scripts)')),
-        changes_state=True,
+        # No question: scripts chain it (code=$(ssh ems@node1 'ha add node --json')). It changes no setting
+        # and no node; the code grants nothing until it is used, expires by itself and can be revoked.
         detail="The code names this node's join service (a TLS listener of its agent, open only while codes\n"
         "are outstanding) and pins its certificate. The new node fetches the cluster's credentials with it,\n"
         "once: nobody types the database password. Example:\n"
@@ -508,7 +500,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(
         ("ha", "set", "priority"), "set a node's priority (0: never primary; higher: preferred)", set_priority,
         params=(Param("priority", "0-1000000", Integer(0, 1_000_000, metavar="<N>"), flag=False, required=True),
-                Param("node", "the node (default: this one)", NodeName())),
+                Param("node", "the node (default: this one)", NodeName(metavar="<NODE>", max_len=63))),
         changes_state=True, confirm=True, preflight=priority_preview,
         detail="When the lease is free the online node of highest priority takes it. A primary of priority 0\n"
         "hands its role over. A preferred node coming back does not take over a healthy primary unless\n"
@@ -522,7 +514,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
         set_boot_start,
         params=(Param("mode", "enabled, disabled or keep", Choice(("enabled", "disabled", "keep")), flag=False,
                       required=True),
-                Param("node", "the node (default: this one)", NodeName())),
+                Param("node", "the node (default: this one)", NodeName(metavar="<NODE>", max_len=63))),
         changes_state=True, confirm=True,
         detail="Applied by the node's agent when it starts, before it decides anything: enabled = take part\n"
         "as a standby (default), disabled = stay out of the cluster (STOP) until 'ha start', keep = as before.",
