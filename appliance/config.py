@@ -176,6 +176,20 @@ class VipConfig:
 
 
 @dataclass(frozen=True)
+class JoinConfig:
+    """This node's join service (:mod:`appliance.ha.joinservice`), listening only while codes it issued
+    are outstanding.
+
+    :param listen: ``ADDRESS:PORT`` to bind; empty: this node issues no join codes.
+    :param advertise: ``HOST:PORT`` the codes name (for NAT or a DNS name); empty: the listen address if
+        it is a specific one, else this node's address towards the cluster's database.
+    """
+
+    listen: str = "0.0.0.0:8009"
+    advertise: str = ""
+
+
+@dataclass(frozen=True)
 class ProcessService:
     name: str
     command: tuple[str, ...]
@@ -252,6 +266,7 @@ class Config:
     support: SupportConfig = field(default_factory=SupportConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     vip: VipConfig = field(default_factory=VipConfig)
+    join: JoinConfig = field(default_factory=JoinConfig)
     source: Path | None = None
 
     @property
@@ -392,6 +407,16 @@ def split_listen(text: str) -> tuple[str, int]:
     return host, number
 
 
+def _advertise(value: Any) -> str:
+    text = _text(value)
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if text and not (sep and port.isdigit() and 1 <= int(port) <= 65535
+                     and re.fullmatch(r"[A-Za-z0-9.:-]{1,253}", host) and not host.startswith("-")):
+        raise ValueError('must be "HOST:PORT" (a name or address, "[IPv6]:PORT"), or empty')
+    return text
+
+
 def _networks(value: Any) -> tuple[str, ...]:
     import ipaddress
 
@@ -519,6 +544,7 @@ def _checks(base: Path) -> dict[str, dict[str, _Check]]:
             "detail_networks": _networks,
         },
         "vip": {"interface": _interface, "refresh_announce_s": _int_range(0, 3600)},
+        "join": {"listen": _listen, "advertise": _advertise},
     }
 
 
@@ -539,6 +565,7 @@ _SECTION_TYPES: dict[str, type] = {
     "support": SupportConfig,
     "health": HealthConfig,
     "vip": VipConfig,
+    "join": JoinConfig,
 }
 
 

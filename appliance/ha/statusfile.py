@@ -30,3 +30,10 @@ def read_status(config: Config) -> dict[str, Any] | None:
 def write_status(config: Config, doc: dict[str, Any]) -> None:
     """Replace the status file (0644: it holds no secret). :raises OSError: it cannot be written."""
     write_atomic(status_path(config), json.dumps(doc) + "\n", mode=0o644)
+
+
+def node_names(config: Config) -> list[str]:
+    """The cluster's node names as the agent last saw them (for Tab completion; [] when unknown)."""
+    doc = read_status(config)
+    names = doc.get("nodes") if doc else None
+    return [str(n) for n in names] if isinstance(names, list) else []

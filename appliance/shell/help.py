@@ -6,6 +6,7 @@ glue in :mod:`appliance.shell.repl` only calls them.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from appliance.errors import UsageError
@@ -41,7 +42,22 @@ def _commands_below(node: Node) -> list[CommandSpec]:
     return found
 
 
-def _param_candidates(spec: CommandSpec, after: list[Word]) -> list[Candidate]:
+# Live completion values by source name (ParamType.completion), provided by the interactive session.
+Sources = Mapping[str, Callable[[], Sequence[str]]]
+
+
+def _choices(param: Param, sources: Sources | None) -> Sequence[str]:
+    assert param.type is not None
+    source = param.type.completion
+    if source and sources and source in sources:
+        try:
+            return tuple(sources[source]())
+        except Exception:  # completion must never break the prompt
+            return ()
+    return param.type.choices()
+
+
+def _param_candidates(spec: CommandSpec, after: list[Word], sources: Sources | None = None) -> list[Candidate]:
     given = {flag_name(w.text).split("=", 1)[0] for w in after if w.text.startswith("--") and not w.quoted}
     found: list[Candidate] = []
     positional_count = _positionals_given(spec, after)
@@ -49,7 +65,7 @@ def _param_candidates(spec: CommandSpec, after: list[Word]) -> list[Candidate]:
     if positional_count < len(positionals):
         param = positionals[positional_count]
         assert param.type is not None
-        choices = param.type.choices()
+        choices = _choices(param, sources)
         found.extend([Candidate(c, param.help) for c in choices] or [Candidate(param.type.metavar, param.help)])
     for param in spec.flags().values():
         if param.name not in given:
@@ -91,7 +107,7 @@ def _complete(spec: CommandSpec, after: list[Word]) -> bool:
     return all(any(name in given for name in group) for group in spec.one_of)
 
 
-def candidates(registry: Registry, line: str) -> tuple[list[Candidate], str]:
+def candidates(registry: Registry, line: str, sources: Sources | None = None) -> tuple[list[Candidate], str]:
     """What may come next on ``line``: the candidates and the partial word they would replace.
 
     A line ending in a space asks for the next word; otherwise the last word is being typed and
@@ -115,12 +131,12 @@ def candidates(registry: Registry, line: str) -> tuple[list[Candidate], str]:
             param = node.command.flags().get(flag_name(after[-1].text))
             if after[-1].text.startswith("--") and param is not None and not param.is_switch:
                 assert param.type is not None
-                choices = param.type.choices()
+                choices = _choices(param, sources)
                 found = [Candidate(c, param.help) for c in choices] or [
                     Candidate(param.type.metavar, param.help)
                 ]
                 return _filter(found, typing), typing
-        found.extend(_param_candidates(node.command, after))
+        found.extend(_param_candidates(node.command, after, sources))
     return _filter(found, typing), typing
 
 
@@ -137,9 +153,9 @@ def _filter(found: list[Candidate], typing: str) -> list[Candidate]:
     return keep
 
 
-def context_help(registry: Registry, line: str) -> str:
+def context_help(registry: Registry, line: str, sources: Sources | None = None) -> str:
     """The text shown when ``?`` is typed: what may come next, one per line, with explanations."""
-    found, typing = candidates(registry, line)
+    found, typing = candidates(registry, line, sources)
     if not found:
         if typing or line.strip():
             return "% no match: nothing valid can follow here (type 'help')"
@@ -148,9 +164,9 @@ def context_help(registry: Registry, line: str) -> str:
     return "\n".join(f"  {c.text.ljust(width)}  {c.meta}" for c in found)
 
 
-def completions(registry: Registry, line: str) -> tuple[list[Candidate], str]:
+def completions(registry: Registry, line: str, sources: Sources | None = None) -> tuple[list[Candidate], str]:
     """Tab completion: only insertable candidates (no ``<HOST>`` placeholders)."""
-    found, typing = candidates(registry, line)
+    found, typing = candidates(registry, line, sources)
     return [c for c in found if not c.text.startswith("<")], typing
 
 

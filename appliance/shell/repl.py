@@ -22,11 +22,12 @@ from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 
 from appliance.errors import ExitStatus
 from appliance.fsutil import write_atomic
+from appliance.ha.statusfile import node_names
 from appliance.hostname import backend_for
 from appliance.masking import printable
 from appliance.shell.context import Context
 from appliance.shell.dispatch import Dispatcher
-from appliance.shell.help import completions, context_help
+from appliance.shell.help import Sources, completions, context_help
 from appliance.shell.spec import Registry
 
 BANNER = "Appliance shell. Type 'help' for the commands, '?' for what may come next, Tab to complete."
@@ -85,11 +86,12 @@ class MaskedHistory(History):
 
 
 class RegistryCompleter(Completer):
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, sources: Sources | None = None) -> None:
         self.registry = registry
+        self.sources = sources
 
     def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterable[Completion]:
-        found, typing = completions(self.registry, document.text_before_cursor)
+        found, typing = completions(self.registry, document.text_before_cursor, self.sources)
         for cand in found:
             # Complete a word with a trailing space, like appliance CLIs do, so the next Tab goes on.
             yield Completion(cand.text + " ", start_position=-len(typing), display=cand.text,
@@ -111,7 +113,7 @@ def _inside_quotes(text: str) -> bool:
     return single or double
 
 
-def key_bindings(registry: Registry, out: IO[str]) -> KeyBindings:
+def key_bindings(registry: Registry, out: IO[str], sources: Sources | None = None) -> KeyBindings:
     bindings = KeyBindings()
 
     @bindings.add("?")
@@ -121,7 +123,7 @@ def key_bindings(registry: Registry, out: IO[str]) -> KeyBindings:
         if _inside_quotes(before):
             buffer.insert_text("?")  # a literal '?' inside a quoted value
             return
-        text = context_help(registry, before)
+        text = context_help(registry, before, sources)
 
         def show() -> None:
             # Printed above the prompt, which is then drawn again with the line as it was.
@@ -135,11 +137,13 @@ def key_bindings(registry: Registry, out: IO[str]) -> KeyBindings:
 
 def build_session(ctx: Context, dispatcher: Dispatcher) -> tuple[PromptSession[str], MaskedHistory]:
     history = MaskedHistory(ctx.config.paths.history, dispatcher, ctx.config.shell.history_size)
+    # The cluster's node names, as this node's agent last saw them (its status file: no database round trip).
+    sources: Sources = {"node": lambda: node_names(ctx.config)}
     session: PromptSession[str] = PromptSession(
         history=history,
-        completer=RegistryCompleter(ctx.registry),
+        completer=RegistryCompleter(ctx.registry, sources),
         complete_while_typing=False,
-        key_bindings=key_bindings(ctx.registry, ctx.env.stdout),
+        key_bindings=key_bindings(ctx.registry, ctx.env.stdout, sources),
         enable_system_prompt=False,
         enable_open_in_editor=False,
         enable_suspend=False,
