@@ -23,7 +23,8 @@ from collections.abc import Callable
 from typing import Any
 
 from appliance.clock import Clock
-from appliance.config import Config, split_listen
+from appliance.config import Config
+from appliance.configcheck import split_listen
 from appliance.db.target import Timeouts
 from appliance.errors import ApplianceError
 from appliance.ha.events import NewEvent

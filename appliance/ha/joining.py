@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from appliance.clock import Clock
-from appliance.config import Config, split_listen
+from appliance.config import Config
+from appliance.configcheck import split_listen
 from appliance.errors import Conflict, NotConfigured, Unavailable
 from appliance.ha.joinclient import fetch, probe
 from appliance.ha.joincode import JoinCode, parse, secret_hash
