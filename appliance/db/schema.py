@@ -269,7 +269,9 @@ def _record_catalog(conn: psycopg.Connection[Any], schema: str) -> None:
 
 # --- privileges -----------------------------------------------------------------------------------
 
-TABLES = ("meta", "nodes", "node_addresses", "lease", "cluster_settings", "system_settings")
+# Every table the migrations create (tests/unit/test_schema_tables.py holds this true as they grow).
+TABLES = ("meta", "nodes", "node_addresses", "lease", "cluster_settings", "system_settings",
+          "events", "deliveries", "join_codes", "cluster_secrets")
 
 
 def missing_privileges(conn: psycopg.Connection[Any], schema: str, *, create: bool) -> list[str]:
