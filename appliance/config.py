@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from appliance import configcheck as C
 from appliance.errors import ConfigError
 from appliance.ha.timing import KEEPALIVE_RANGE_S, STATEMENT_CAP_S, statement_timeout_problem
 
@@ -176,6 +177,20 @@ class VipConfig:
 
 
 @dataclass(frozen=True)
+class JoinConfig:
+    """This node's join service (:mod:`appliance.ha.joinservice`), listening only while codes it issued
+    are outstanding.
+
+    :param listen: ``ADDRESS:PORT`` to bind; empty: this node issues no join codes.
+    :param advertise: ``HOST:PORT`` the codes name (for NAT or a DNS name); empty: the listen address if
+        it is a specific one, else this node's address towards the cluster's database.
+    """
+
+    listen: str = "0.0.0.0:8009"
+    advertise: str = ""
+
+
+@dataclass(frozen=True)
 class ProcessService:
     name: str
     command: tuple[str, ...]
@@ -252,6 +267,7 @@ class Config:
     support: SupportConfig = field(default_factory=SupportConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     vip: VipConfig = field(default_factory=VipConfig)
+    join: JoinConfig = field(default_factory=JoinConfig)
     source: Path | None = None
 
     @property
@@ -266,78 +282,6 @@ class Config:
     def fence_file(self) -> Path:
         """The fence of primary-only services (:mod:`appliance.ha.fence`): the agent writes it, they read it."""
         return self.paths.run_dir / "fence"
-
-
-# --- validation -----------------------------------------------------------------------------------
-
-_Check = Callable[[Any], Any]
-
-
-def _int_range(lo: int, hi: int) -> _Check:
-    def check(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"must be a whole number from {lo} to {hi}")
-        if not lo <= value <= hi:
-            raise ValueError(f"must be from {lo} to {hi}, got {value}")
-        return value
-
-    return check
-
-
-def _choice(*allowed: str) -> _Check:
-    def check(value: Any) -> str:
-        if value not in allowed:
-            raise ValueError(f"must be one of {', '.join(repr(a) for a in allowed)}, got {value!r}")
-        return str(value)
-
-    return check
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError("must be a string")
-    return value
-
-
-def _boolean(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError("must be true or false")
-    return value
-
-
-def _name_list(pattern: str, what: str) -> _Check:
-    def check(value: Any) -> tuple[str, ...]:
-        if not isinstance(value, list) or not all(isinstance(v, str) and re.fullmatch(pattern, v) for v in value):
-            raise ValueError(f"must be a list of {what}")
-        if len(set(value)) != len(value):
-            raise ValueError("lists a name twice")
-        return tuple(value)
-
-    return check
-
-
-def _hardware_id(value: Any) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"(?:[A-Za-z0-9][A-Za-z0-9_-]{0,63})?", value):
-        raise ValueError("must be empty or 1-64 letters, digits, '-' or '_'")
-    return value
-
-
-def _identifier(value: Any) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", value):
-        raise ValueError("must be 1-63 letters, digits or underscores, starting with a letter")
-    return value
-
-
-def _prefix(value: Any) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"[a-z0-9_]{0,54}", value):
-        raise ValueError("must be at most 54 lower-case letters, digits or underscores")
-    return value
-
-
-def _db_host(value: Any) -> str:
-    if not isinstance(value, str) or not value or any(c in value for c in ", \x00"):
-        raise ValueError("must be one host name, address or socket directory")
-    return value
 
 
 def _process_services(value: Any) -> tuple[ProcessService, ...]:
@@ -362,163 +306,80 @@ def _process_services(value: Any) -> tuple[ProcessService, ...]:
     return tuple(found)
 
 
-def _unit(value: Any) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9@._-]+\.service", value):
-        raise ValueError("must be a systemd unit name (NAME.service)")
-    return value
 
-
-def _listen(value: Any) -> str:
-    text = _text(value)
-    if text:
-        split_listen(text)
-    return text
-
-
-def split_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``[V6]:PORT`` as (host, port). :raises ValueError: not of that form."""
-    import ipaddress
-
-    host, sep, port = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        ipaddress.ip_address(host)
-        number = int(port) if sep and port.isdigit() else -1
-    except ValueError:
-        number = -1
-    if not 1 <= number <= 65535:
-        raise ValueError('must be "ADDRESS:PORT" (an IP address, "[IPv6]:PORT" for IPv6), or empty')
-    return host, number
-
-
-def _networks(value: Any) -> tuple[str, ...]:
-    import ipaddress
-
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError("must be a list of networks (\"10.0.0.0/8\", \"::1/128\")")
-    try:
-        return tuple(str(ipaddress.ip_network(v, strict=False)) for v in value)
-    except ValueError as exc:
-        raise ValueError(f"holds a bad network: {exc}") from None
-
-
-def _interface(value: Any) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"(?:[A-Za-z0-9_.@-]{1,15})?", value) or value in (".", ".."):
-        raise ValueError("must be empty or an interface name (1-15 letters, digits, '_', '.', '-' or '@')")
-    return value
-
-
-def _seconds(lo: float, hi: float) -> _Check:
-    def check(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"must be a number of seconds from {lo:g} to {hi:g}")
-        if not lo <= value <= hi:
-            raise ValueError(f"must be from {lo:g} to {hi:g}, got {value:g}")
-        return float(value)
-
-    return check
-
-
-def _prompt(value: Any) -> str:
-    text = _text(value)
-    try:
-        text.format(hostname="x")
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ValueError("may only use the placeholder {hostname}") from exc
-    return text
-
-
-class _PathCheck:
-    """Resolves a path against the config file's directory; optionally allows "" (meaning: default)."""
-
-    def __init__(self, base: Path, optional: bool = False, absolute: bool = False) -> None:
-        self.base, self.optional, self.absolute = base, optional, absolute
-
-    def __call__(self, value: Any) -> Path | None:
-        text = _text(value)
-        if not text:
-            if self.optional:
-                return None
-            raise ValueError("must not be empty")
-        path = Path(text)
-        if self.absolute and not path.is_absolute():
-            raise ValueError("must be an absolute path")
-        return path if path.is_absolute() else (self.base / path)
-
-
-def _checks(base: Path) -> dict[str, dict[str, _Check]]:
-    path, opt_path, exe = _PathCheck(base), _PathCheck(base, optional=True), _PathCheck(base, absolute=True)
+def _checks(base: Path) -> dict[str, dict[str, C.Check]]:
+    path, opt_path, exe = C.PathCheck(base), C.PathCheck(base, optional=True), C.PathCheck(base, absolute=True)
     return {
-        "node": {"default_hostname": _text, "hardware_id": _hardware_id},
+        "node": {"default_hostname": C.string, "hardware_id": C.hardware_id},
         "paths": {"state_dir": path, "history_file": opt_path, "audit_log": opt_path, "log_file": opt_path},
         "shell": {
-            "idle_timeout_s": _int_range(0, 86400),
-            "prompt": _prompt,
-            "history_size": _int_range(1, 100000),
+            "idle_timeout_s": C.int_range(0, 86400),
+            "prompt": C.prompt,
+            "history_size": C.int_range(1, 100000),
         },
         "hostname": {
-            "backend": _choice("hostnamectl", "helper", "etc", "file"),
+            "backend": C.choice("hostnamectl", "helper", "etc", "file"),
             "etc_root": path,
-            "set_kernel": _boolean,
+            "set_kernel": C.boolean,
         },
         "tools": {name: exe for name in ("ping", "hostnamectl", "systemctl", "sudo", "privhelper", "traceroute", "ip",
                                          "journalctl", "timedatectl", "networkctl", "systemd_run", "pg_dump",
                                          "pg_restore", "passwd")},
-        "audit": {"target": _choice("auto", "syslog", "file")},
+        "audit": {"target": C.choice("auto", "syslog", "file")},
         "database": {
-            "name": _identifier,
-            "schema_prefix": _prefix,
-            "sslmode": _choice("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
-            "connect_timeout_s": _int_range(2, 120),
-            "statement_timeout_s": _int_range(1, 3600),
-            "lock_wait_s": _int_range(1, 3600),
-            "min_free_disk_mb": _int_range(0, 1_000_000),
+            "name": C.identifier,
+            "schema_prefix": C.prefix,
+            "sslmode": C.choice("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+            "connect_timeout_s": C.int_range(2, 120),
+            "statement_timeout_s": C.int_range(1, 3600),
+            "lock_wait_s": C.int_range(1, 3600),
+            "min_free_disk_mb": C.int_range(0, 1_000_000),
         },
         "local_db": {
-            "host": _db_host,
-            "port": _int_range(1, 65535),
-            "name": _identifier,
-            "user": _identifier,
-            "admin_user": _identifier,
+            "host": C.db_host,
+            "port": C.int_range(1, 65535),
+            "name": C.identifier,
+            "user": C.identifier,
+            "admin_user": C.identifier,
             "admin_password_file": opt_path,
             "data_dir": path,
         },
         "credentials": {
-            "backend": _choice("file"),
+            "backend": C.choice("file"),
             "dir": opt_path,
             "key_dir": opt_path,
-            "services": _name_list(r"[a-z][a-z0-9_-]{0,31}", "service names (lower-case letters, digits, - or _)"),
+            "services": C.name_list(r"[a-z][a-z0-9_-]{0,31}", "service names (lower-case letters, digits, - or _)"),
         },
         "services": {
-            "backend": _choice("none", "process", "systemd"),
-            "stop_timeout_s": _int_range(1, 600),
-            "primary_units": _name_list(r"[A-Za-z0-9@._-]+\.service", "systemd unit names (NAME.service)"),
-            "standby_units": _name_list(r"[A-Za-z0-9@._-]+\.service", "systemd unit names (NAME.service)"),
+            "backend": C.choice("none", "process", "systemd"),
+            "stop_timeout_s": C.int_range(1, 600),
+            "primary_units": C.name_list(r"[A-Za-z0-9@._-]+\.service", "systemd unit names (NAME.service)"),
+            "standby_units": C.name_list(r"[A-Za-z0-9@._-]+\.service", "systemd unit names (NAME.service)"),
             "process": _process_services,
-            "agent_unit": _unit,
-            "database_unit": _unit,
-            "ssh_unit": _unit,
+            "agent_unit": C.unit,
+            "database_unit": C.unit,
+            "ssh_unit": C.unit,
         },
         "ha": {
-            "keepalive_interval_s": _int_range(*KEEPALIVE_RANGE_S),
-            "statement_timeout_s": _seconds(0, STATEMENT_CAP_S),
+            "keepalive_interval_s": C.int_range(*KEEPALIVE_RANGE_S),
+            "statement_timeout_s": C.seconds(0, STATEMENT_CAP_S),
         },
-        "system": {"root": path, "network_confirm_s": _int_range(10, 3600)},
-        "logs": {"agent_file": opt_path, "max_lines": _int_range(10, 100000), "follow_max_s": _int_range(10, 86400)},
+        "system": {"root": path, "network_confirm_s": C.int_range(10, 3600)},
+        "logs": {"agent_file": opt_path, "max_lines": C.int_range(10, 100000), "follow_max_s": C.int_range(10, 86400)},
         "support": {
-            "log_hours": _int_range(1, 24 * 31),
-            "max_log_mb": _int_range(1, 1024),
-            "backup_timeout_s": _int_range(10, 86400),
-            "max_restore_mb": _int_range(1, 1024 * 1024),
+            "log_hours": C.int_range(1, 24 * 31),
+            "max_log_mb": C.int_range(1, 1024),
+            "backup_timeout_s": C.int_range(10, 86400),
+            "max_restore_mb": C.int_range(1, 1024 * 1024),
         },
         "health": {
-            "listen": _listen,
-            "max_connections": _int_range(1, 1024),
-            "request_timeout_s": _seconds(0.1, 30),
-            "detail_networks": _networks,
+            "listen": C.listen,
+            "max_connections": C.int_range(1, 1024),
+            "request_timeout_s": C.seconds(0.1, 30),
+            "detail_networks": C.networks,
         },
-        "vip": {"interface": _interface, "refresh_announce_s": _int_range(0, 3600)},
+        "vip": {"interface": C.interface, "refresh_announce_s": C.int_range(0, 3600)},
+        "join": {"listen": C.listen, "advertise": C.advertise},
     }
 
 
@@ -539,6 +400,7 @@ _SECTION_TYPES: dict[str, type] = {
     "support": SupportConfig,
     "health": HealthConfig,
     "vip": VipConfig,
+    "join": JoinConfig,
 }
 
 

@@ -53,7 +53,7 @@ def check_single_label(text: str) -> str:
 
 def check_node_name(text: str) -> str:
     """A node's name: an RFC 1123 host name without a trailing dot (what a node registers as). The
-    database's CHECK nodes_name_is_a_host_name (``appliance/schema/004_node_names.sql``) is this rule."""
+    database's CHECK nodes_name_is_a_host_name (``appliance/schema/005_node_names.sql``) is this rule."""
     if text.endswith("."):
         raise ValueError("must not end with a dot")
     return check_hostname(text)

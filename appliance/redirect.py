@@ -20,8 +20,7 @@ and what to do.
 from __future__ import annotations
 
 import os
-import signal
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,24 +33,35 @@ from appliance.db import schema as S
 from appliance.db.connect import connect
 from appliance.db.errors import error_from_exception
 from appliance.db.target import SYSTEM_CA, DbTarget, Timeouts
-from appliance.errors import ApplianceError, CommandFailed, Conflict, NotConfigured, Unavailable, UsageError
+from appliance.errors import CommandFailed, Conflict, NotConfigured, Unavailable, UsageError
 from appliance.ha.dbmonitor import FollowedFile, target_key
 from appliance.ha.dbnodes import Followed, HostState
 from appliance.ha.dbwatch import probe_hosts
+from appliance.ha.events import EventKind, NewEvent
 from appliance.ha.fence import FileFence
 from appliance.ha.model import ClusterView, NodeIdentity, Registration
 from appliance.ha.pgstore import PgStore
 from appliance.ha.session import writer_choice_for
 from appliance.ha.settings import Setting
 from appliance.ha.timing import trust_s
-from appliance.interrupts import HangUp, shielded
 from appliance.node import ActiveTarget, identity, read_targets, write_targets
 from appliance.services import ServiceManager
+from appliance.steps import Journal, line, rollback, took
 
 if TYPE_CHECKING:
     import psycopg
 
     from appliance.db.schema import SchemaState
+
+
+@dataclass(frozen=True)
+class JoinTicket:
+    """A join by code (``ha join``): the code is spent in the registration's transaction, and the target
+    must hold the cluster the code was issued for."""
+
+    code_id: str
+    cluster_id: str
+    issuer: str
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,7 @@ class Request:
     upgrade: bool = False
     sslmode: str = "require"
     sslrootcert: str | None = None  # an absolute path, "system", or None
+    join: JoinTicket | None = None
 
 
 @dataclass(frozen=True)
@@ -92,10 +103,18 @@ class Plan:
             "verify": f"use schema {self.schema} v{self.state.version} of cluster {self.state.cluster_id}",
         }[self.action]
         now = "its local database" if self.active.local else f"{self.active.target.describe()}"
-        lines = [
-            f"Node {self.me.name} will move from {now} to {self.target.describe()} ({self.server}) as {role}.",
-            f"It will {what}, register this node, store the credentials encrypted and restart its services.",
-        ]
+        join = self.request.join
+        if join is not None:
+            lines = [
+                f"Node {self.me.name} will join cluster {join.cluster_id} as secondary (standby) with join code "
+                f"{join.code_id} of {join.issuer}: it moves from {now} to {self.target.describe()} ({self.server}).",
+                f"It will {what}, register this node, store the credentials encrypted and restart its services.",
+            ]
+        else:
+            lines = [
+                f"Node {self.me.name} will move from {now} to {self.target.describe()} ({self.server}) as {role}.",
+                f"It will {what}, register this node, store the credentials encrypted and restart its services.",
+            ]
         warning = tls_warning(self.target, self.encrypted)
         return "\n".join([*lines, warning] if warning else lines)
 
@@ -330,14 +349,6 @@ def _check_cluster(conn: psycopg.Connection[Any], state: SchemaState, request: R
 # --- execution ----------------------------------------------------------------------------------
 
 
-@dataclass
-class _Journal:
-    undo: list[tuple[str, Callable[[], object]]] = field(default_factory=list)
-
-    def add(self, what: str, action: Callable[[], object]) -> None:
-        self.undo.append((what, action))
-
-
 class _Session:
     """The execution's one connection to the target (the deployment, the registration, the health check
     and, if it is still usable, the rollback's undo)."""
@@ -388,7 +399,7 @@ def execute(config: Config, plan: Plan, *, clock: Clock, services: ServiceManage
     :raises CommandFailed: a step failed; the node was restored (the message says what was done).
     :raises KeyboardInterrupt: Ctrl-C, a hang-up or SIGTERM; the node was restored first.
     """
-    journal = _Journal()
+    journal = Journal()
     session = _Session(config, plan)
     step = "starting"
     started = clock.monotonic()
@@ -396,11 +407,11 @@ def execute(config: Config, plan: Plan, *, clock: Clock, services: ServiceManage
         try:
             step = "stopping services"
             t0 = clock.monotonic()
-            yield _line(clock, "INFO", "Stopping services")
+            yield line(clock, "INFO", "Stopping services")
             stopped = services.stop()
             old_role = plan.active.role
             journal.add(f"started the services again as {old_role}", lambda: services.start(old_role))
-            yield _line(clock, "INFO", f"Stopped {', '.join(stopped) or 'no services'} ({_took(clock, t0)})")
+            yield line(clock, "INFO", f"Stopped {', '.join(stopped) or 'no services'} ({took(clock, t0)})")
 
             step = "updating the database"
             cluster_id = yield from _database_step(config, plan, clock, journal, session)
@@ -408,46 +419,47 @@ def execute(config: Config, plan: Plan, *, clock: Clock, services: ServiceManage
             step = "writing the credentials"
             t0 = clock.monotonic()
             new_active = ActiveTarget(plan.target, plan.schema, cluster_id, plan.request.role, local=False)
-            yield _line(clock, "INFO",
+            yield line(clock, "INFO",
                         f"Storing the credentials for {', '.join(config.credentials.services)} (encrypted)")
             write_targets(config, plan.origin, new_active)
             journal.add("restored the previous credentials and role",
                         lambda: write_targets(config, plan.origin, plan.active))
-            yield _line(clock, "INFO", f"Credentials stored ({_took(clock, t0)})")
+            yield line(clock, "INFO", f"Credentials stored ({took(clock, t0)})")
 
             step = "starting services"
             t0 = clock.monotonic()
-            yield _line(clock, "INFO", f"Starting services as {plan.request.role}")
+            yield line(clock, "INFO", f"Starting services as {plan.request.role}")
             journal.add("stopped the services started in the new role", services.stop)
             running = services.start(plan.request.role)
-            yield _line(clock, "INFO", f"Started {', '.join(running) or 'no services'} ({_took(clock, t0)})")
+            yield line(clock, "INFO", f"Started {', '.join(running) or 'no services'} ({took(clock, t0)})")
 
             step = "checking health"
             t0 = clock.monotonic()
-            yield _line(clock, "INFO", "Checking health")
+            yield line(clock, "INFO", "Checking health")
             _health(config, plan, services, running, session)
-            yield _line(clock, "INFO", f"Healthy ({_took(clock, t0)})")
+            yield line(clock, "INFO", f"Healthy ({took(clock, t0)})")
         except BaseException as exc:
-            failure = yield from _rollback(clock, journal, step, exc)
+            failure = yield from rollback(clock, journal, step, exc,
+                                          "ha join" if plan.request.join is not None else "redirect")
             raise failure from None
     finally:
         session.close()
     role = "primary" if plan.request.role == "primary" else "secondary"
-    yield _line(clock, "INFO", f"Node {plan.me.name} is now the {role} of cluster {cluster_id} "
-                               f"on {plan.target.describe()} (total {_took(clock, started)})")
+    yield line(clock, "INFO", f"Node {plan.me.name} is now the {role} of cluster {cluster_id} "
+                               f"on {plan.target.describe()} (total {took(clock, started)})")
 
 
-def _database_step(config: Config, plan: Plan, clock: Clock, journal: _Journal,
+def _database_step(config: Config, plan: Plan, clock: Clock, journal: Journal,
                    session: _Session) -> Generator[str, None, str]:
     """Deploy/upgrade/verify and register, in one transaction under the lock; returns the cluster id."""
     import psycopg  # loaded already by the pre-flight's connection
 
     t0 = clock.monotonic()
-    yield _line(clock, "INFO", f"Connecting to {plan.target.describe()}")
+    yield line(clock, "INFO", f"Connecting to {plan.target.describe()}")
     try:
         conn = session.connection()
         for note in S.acquire_deploy_lock(conn, plan.schema, wait_s=config.database.lock_wait_s, clock=clock):
-            yield _line(clock, "INFO", note[0].upper() + note[1:])
+            yield line(clock, "INFO", note[0].upper() + note[1:])
         try:
             registered_at = clock.monotonic()  # anchors the trust window of the lease registration takes
             state = S.read_state(conn, plan.schema)  # again, under the lock: another node may just have acted
@@ -455,21 +467,30 @@ def _database_step(config: Config, plan: Plan, clock: Clock, journal: _Journal,
             store = PgStore.on_connection(conn, plan.target, plan.schema)
             with conn.transaction():
                 if action == "deploy":
-                    yield _line(clock, "INFO", f"Deploying database schema {plan.schema} v{S.latest_version()}")
+                    yield line(clock, "INFO", f"Deploying database schema {plan.schema} v{S.latest_version()}")
                     cluster_id = S.deploy(conn, plan.schema, deployed_by=plan.me.name, product_version=__version__)
                     store.seed_settings({Setting.KEEPALIVE: str(config.ha.keepalive_interval_s)})
                 elif action == "upgrade":
-                    yield _line(clock, "INFO", f"Upgrading database schema {plan.schema} from v{state.version}")
+                    yield line(clock, "INFO", f"Upgrading database schema {plan.schema} from v{state.version}")
                     S.upgrade(conn, plan.schema, state, product_version=__version__)
                     cluster_id = state.cluster_id or ""
                 else:
-                    yield _line(clock, "INFO", f"Verified database schema {plan.schema} v{state.version}")
+                    yield line(clock, "INFO", f"Verified database schema {plan.schema} v{state.version}")
                     cluster_id = state.cluster_id or ""
                 if action != "deploy":
                     _check_cluster(conn, state, plan.request, plan.active, plan.target)
-                yield _line(clock, "INFO", f"Registering node {plan.me.name} as {plan.request.role}")
+                yield line(clock, "INFO", f"Registering node {plan.me.name} as {plan.request.role}")
                 # The registration itself refuses a live primary elsewhere and a twin hardware id.
                 done = store.register_node(plan.me, role=plan.request.role, product_version=__version__)
+                join = plan.request.join
+                if join is not None:
+                    store.use_join_code(join.code_id, plan.me.hardware_id, plan.me.name)
+                event = NewEvent(EventKind.JOIN, plan.me.name, plan.me.node_id,
+                                 {"code_id": join.code_id, "issuer": join.issuer}) if join is not None else \
+                    NewEvent(EventKind.REDIRECT, plan.me.name, plan.me.node_id,
+                             {"role": plan.request.role, "from": "local database" if plan.active.local
+                              else plan.active.target.describe()})
+                store.record_events([event], deliver_by=None)
 
             if plan.request.role == "primary" and done.lease_after.holder == plan.me.node_id:
                 # The primary-only services may act until the agent renews the lease it now holds.
@@ -489,7 +510,7 @@ def _database_step(config: Config, plan: Plan, clock: Clock, journal: _Journal,
             S.release_deploy_lock(conn, plan.schema)
     except psycopg.Error as exc:
         raise error_from_exception(exc, plan.target, action="updating the database") from None
-    yield _line(clock, "INFO", f"Database ready ({_took(clock, t0)})")
+    yield line(clock, "INFO", f"Database ready ({took(clock, t0)})")
     return cluster_id
 
 
@@ -504,52 +525,6 @@ def _health(config: Config, plan: Plan, services: ServiceManager, started: list[
     if down:
         raise CommandFailed(f"services did not stay up: {', '.join(down)}",
                             hint=f"see their logs under {config.paths.state_dir / 'log'}")
-
-
-def _rollback(
-    clock: Clock, journal: _Journal, step: str, error: BaseException
-) -> Generator[str, None, BaseException]:
-    """Run the undo steps in reverse, yielding progress; return the exception to raise."""
-    interrupted = isinstance(error, KeyboardInterrupt)
-    reason = _interruption(error) if interrupted else (
-        error.message if isinstance(error, ApplianceError) else f"internal error ({type(error).__name__})")
-    failures: list[str] = []
-    done: list[str] = []
-    # Nothing interrupts the node being put back (Ctrl-C, a hang-up, SIGTERM): a half-done rollback is
-    # worse than a wait.
-    with shielded():
-        yield _line(clock, "ERROR", f"Failed while {step}: {reason}")
-        for what, action in reversed(journal.undo):
-            try:
-                action()
-                done.append(what)
-                yield _line(clock, "INFO", f"Rolled back: {what}")
-            except Exception as exc:  # keep going: every other undo step still matters
-                text = exc.message if isinstance(exc, ApplianceError) else type(exc).__name__
-                failures.append(f"{what}: {text}")
-                yield _line(clock, "ERROR", f"Could not roll back ({what}): {text}")
-    if interrupted:
-        return HangUp(error.signum) if isinstance(error, HangUp) else KeyboardInterrupt()
-    restored = "the node was left as it was" if not failures else \
-        f"the rollback was incomplete ({'; '.join(failures)})"
-    hint = error.hint if isinstance(error, ApplianceError) and error.hint else "fix the cause above and run it again"
-    if failures:
-        hint = "check the node with 'system get status' and 'ha get nodes' before retrying; " + hint
-    return CommandFailed(f"redirect failed while {step}: {reason}; {restored}", hint=hint)
-
-
-def _interruption(error: BaseException) -> str:
-    if isinstance(error, HangUp):
-        return "interrupted (the session hung up)" if error.signum == signal.SIGHUP else "interrupted (SIGTERM)"
-    return "interrupted (Ctrl-C)"
-
-
-def _line(clock: Clock, level: str, text: str) -> str:
-    return f"{clock.now().strftime('%Y-%m-%d %H:%M:%S')} {level} - {text}"
-
-
-def _took(clock: Clock, since: float) -> str:
-    return f"{clock.monotonic() - since:.3f} s"
 
 
 def plan_for(config: Config, args: Any) -> Plan:

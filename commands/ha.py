@@ -1,9 +1,11 @@
-"""``ha``: see and steer the active-passive cluster this node belongs to."""
+"""``ha``: see and steer the active-passive cluster this node belongs to: its nodes and settings, the
+membership life cycle (join codes, join, leave, priority, boot start), its events and notifications."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from appliance.config import Config
 from appliance.errors import ExitStatus, NotConfigured, Unavailable
@@ -12,10 +14,12 @@ from appliance.shell.result import Result, Table
 from appliance.shell.spec import Args, CommandSpec, Param, Preview
 from appliance.shell.types import Choice, Integer, NodeName, VipAddress
 
+if TYPE_CHECKING:
+    pass
+
 
 def _utc(moment: datetime | None) -> datetime | None:
     return None if moment is None else moment.astimezone(UTC)
-
 
 def get_nodes(ctx: Context, args: Args) -> Result:
     from appliance.ha.report import app_nodes, cluster_report, db_nodes, nodes_document, vip_holder
@@ -24,14 +28,17 @@ def get_nodes(ctx: Context, args: Args) -> Result:
     view = report.view
     apps = app_nodes(view, report.me) if view is not None else []
     dbs = db_nodes(report.hosts)
-    nodes = Table("nodes", ("Name", "Role", "State", "Status", "Last Seen (UTC)"),
-                  [(f"{a.name} (*)" if a.this_node else a.name, a.role, a.state, a.status, _utc(a.last_seen))
-                   for a in apps],
-                  title="Node(s):")
+    nodes = Table("nodes", ("Name", "Role", "State", "Status", "Priority", "Last Seen (UTC)"),
+                  [(f"{a.name} (*)" if a.this_node else a.name, a.role, a.state, a.status, a.priority,
+                    _utc(a.last_seen)) for a in apps], title="Node(s):")
     databases = Table("db_nodes", ("Host", "Port", "Role", "Status", "Latency (ms)"),
                       [(d.host, d.port, d.role, d.status, d.latency_ms) for d in dbs], title="DB Node(s):")
     lines = [f"ALARM: {report.alarm}{_ALARM_HINT}"] if report.alarm else []
     lines += [f"Note: {report.note}"] if report.note else []
+    if view is not None and view.holder() is None:
+        from appliance.ha.decide import no_candidate_reason
+
+        lines.append(f"No primary: {no_candidate_reason(view)}")
     tables: tuple[Table, ...] = (nodes, databases)
     if view is not None and view.vip:
         tables += (Table("vip", ("Address", "Held By"), [(view.vip, vip_holder(view) or "-")], title="Virtual IP:"),)
@@ -79,14 +86,35 @@ def get_status(ctx: Context, args: Args) -> Result:
         ("Last heartbeat (s ago)", None if node.heartbeat_age_s is None else round(node.heartbeat_age_s, 1)),
         ("Agent", f"running (pid {agent['pid']}): {agent['reason']}" if agent else "no status (not running?)"),
         ("VIP", describe_vip(ctx.config, view.vip)),
+        ("Boot start", node.boot_start),
+        ("Failback", "on" if view.failback else "off"),
+        *_status_extras(ctx),
     )
     return Result(fields=fields)
+
+
+def _status_extras(ctx: Context) -> tuple[tuple[str, object], ...]:
+    """Notification targets (never a secret) and outstanding join codes; "unknown" if they cannot be read."""
+    from appliance.ha import joining, notifyctl
+    from appliance.ha.model import CodeState
+
+    try:
+        channels = notifyctl.channels(ctx.config)
+        codes = [c for c in joining.codes(ctx.config) if c.state in (CodeState.OUTSTANDING, CodeState.CLAIMED)]
+    except Unavailable:
+        return (("Notify webhook", "unknown"), ("Notify email", "unknown"), ("Join codes", "unknown"))
+    return (
+        ("Notify webhook", channels.webhook.target() if channels.webhook else None),
+        ("Notify email", channels.email.target() if channels.email else None),
+        ("Join codes", ", ".join(f"{c.code_id} by {c.issued_by} ({c.expires_in_s / 60:.0f} min left)"
+                                 for c in codes) or None),
+    )
 
 
 # --- what a confirmed command will change (shown above the question) ---------------------------------
 
 
-def _change(what: str, old: object, new: object, note: str = "") -> Preview:
+def change(what: str, old: object, new: object, note: str = "") -> Preview:
     """``What: old -> new (note)``, shown above the question (the result says it again)."""
     line = f"{what}: {old} -> {new}" if old != new else f"{what}: {old} (unchanged)"
     return Preview(line + (f" ({note})" if note else ""), with_question=True)
@@ -96,7 +124,7 @@ def preview_keepalive(ctx: Context, args: Args) -> Preview:
     from appliance.ha.session import cluster_snapshot
 
     view, _active, _me = cluster_snapshot(ctx.config)
-    return _change("Keepalive interval", f"{view.keepalive_s:g} s", f"{args['seconds']} s",
+    return change("Keepalive interval", f"{view.keepalive_s:g} s", f"{args['seconds']} s",
                            "cluster-wide: every node follows")
 
 
@@ -104,7 +132,7 @@ def preview_db_check(ctx: Context, args: Args) -> Preview:
     from appliance.ha.session import cluster_snapshot
 
     view, _active, _me = cluster_snapshot(ctx.config)
-    return _change("DB check interval", f"{view.db_check_s:g} s", f"{args['seconds']} s",
+    return change("DB check interval", f"{view.db_check_s:g} s", f"{args['seconds']} s",
                            "cluster-wide: every node follows")
 
 
@@ -113,7 +141,7 @@ def preview_vip(ctx: Context, args: Args) -> Preview:
 
     view, _active, _me = cluster_snapshot(ctx.config)
     new = args.get("address")  # None: ha unset vip
-    return _change("Virtual IP", view.vip or "none", new or "none",
+    return change("Virtual IP", view.vip or "none", new or "none",
                            "held by the acting primary" if new else "the primary deletes the address")
 
 
@@ -123,7 +151,7 @@ def preview_switchover(ctx: Context, args: Args) -> Preview:
 
     view, _active, _me = cluster_snapshot(ctx.config)
     holder, target = choose(view, args["to"])  # refuses here what the switchover would refuse
-    return _change("Primary", holder.name, target.name, "planned switchover; the primary-only services "
+    return change("Primary", holder.name, target.name, "planned switchover; the primary-only services "
                            "stop on the old primary first")
 
 
@@ -132,11 +160,11 @@ def preview_maintenance(ctx: Context, args: Args) -> Preview:
 
     view, _active, _me = cluster_snapshot(ctx.config)
     new = args["mode"] == "enable"
-    return _change("Maintenance", _on_off(view.maintenance), _on_off(new),
+    return change("Maintenance", on_off(view.maintenance), on_off(new),
                            "automatic failover " + ("paused" if new else "resumed") + " cluster-wide")
 
 
-def _on_off(on: bool) -> str:
+def on_off(on: bool) -> str:
     return "on" if on else "off"
 
 
@@ -149,7 +177,7 @@ def _preview_state(ctx: Context, new: str, note: str) -> Preview:
     if node is None:
         raise NotConfigured(f"this node ({me.name}) is not registered in cluster {active.cluster_id}",
                             hint="run redirect (or appliance-admin init) again")
-    return _change(f"This node ({me.name})", status_of(view, node).value, new, note)
+    return change(f"This node ({me.name})", status_of(view, node).value, new, note)
 
 
 def preview_stop(ctx: Context, args: Args) -> Preview:
@@ -235,11 +263,16 @@ def start(ctx: Context, args: Args) -> Result:
     return Result(message="This node is back in the cluster (SECOND).")
 
 
+
 GROUPS = {
     "ha": "the high-availability cluster",
-    "ha get": "show the cluster's nodes or this node's HA status",
-    "ha set": "change a cluster-wide HA setting",
+    "ha get": "show the cluster's nodes, this node's HA status, the events and the join codes",
+    "ha set": "change a cluster-wide HA setting, or a node's priority or boot start",
+    "ha set notify": "send every HA event to a webhook or by e-mail",
     "ha unset": "remove a cluster-wide HA setting",
+    "ha add": "let a new node join the cluster",
+    "ha revoke": "cancel a join code",
+    "ha test": "try the notification channels",
 }
 
 COMMANDS: tuple[CommandSpec, ...] = (

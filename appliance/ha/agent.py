@@ -29,18 +29,20 @@ from appliance.clock import Clock, SystemClock
 from appliance.config import Config, config_path, load_config
 from appliance.db.target import DbTarget, Timeouts
 from appliance.errors import ApplianceError, ExitStatus
+from appliance.ha.background import Background
 from appliance.ha.dbmonitor import DbMonitor, FollowedFile, target_key
 from appliance.ha.dbwatch import DbWatch
+from appliance.ha.events import EventKind, NewEvent
 from appliance.ha.exposure import Exposure
 from appliance.ha.fence import FileFence
 from appliance.ha.listener import Listener
-from appliance.ha.model import Action, Decision, NodeStatus
+from appliance.ha.model import Action, Decision, NodeIdentity, NodeStatus
 from appliance.ha.pgstore import PgStore
 from appliance.ha.runtime import Runtime
 from appliance.ha.status import status_of
 from appliance.ha.statusfile import status_path, write_status
 from appliance.ha.store import NotRegistered, StoreUnavailable
-from appliance.ha.timing import ha_timeouts
+from appliance.ha.timing import DEFAULT_KEEPALIVE_S, ha_timeouts, online_window_s
 from appliance.hostname import backend_for
 from appliance.names import check_node_name
 from appliance.node import identity, read_targets
@@ -85,6 +87,9 @@ class Agent:
         self.exposure = Exposure(config)
         self.monitor: DbMonitor | None = None
         self.listener: Listener | None = None
+        self.background: Background | None = None
+        self.me: NodeIdentity | None = None
+        self.booted = False  # the boot-start policy was applied (before the first decision)
 
     def _timeouts(self) -> Timeouts:
         """The HA timeouts at the cluster's current interval (the configured one before the first snapshot)."""
@@ -104,7 +109,7 @@ class Agent:
         self.creds = credentials.backend_for(self.config)  # the configuration may have been reloaded
         # The generation first, then the set: a redirect landing in between is noticed at the next wait.
         self.generation = self.creds.generation()
-        me = identity(self.config)
+        me = self.me = identity(self.config)
         _origin, active = read_targets(self.config)
         same_target = _same_database(self.target, self.schema, active.target, active.schema)
         self.target, self.schema = active.target, active.schema
@@ -125,6 +130,12 @@ class Agent:
         runtime = Runtime(self.store, me.node_id, manager_for(self.config), self.clock, keepalive_s=keepalive)
         runtime.fence = self.exposure.fence(FileFence(self.config.fence_file), runtime)
         monitor.attach(runtime)
+        runtime.emit = lambda kind, details, epoch, duration: self._event(kind, details, epoch, duration)
+        monitor.emit = lambda kind, details, dedup: self._event(kind, details, dedup=dedup)
+        if self.background is None:
+            self.background = Background(self.config, me, self.clock, liveness_s=self._liveness_s)
+            self.background.start()
+        self.background.retarget(active, (lambda: _followed(monitor)) if multi else None)
         if previous is None:
             try:
                 runtime.start()
@@ -141,7 +152,8 @@ class Agent:
             self.listener.close()
         self.listener = Listener(active.target, active.schema, application_name=app_name, timeouts=timeouts,
                                  clock=self.clock,
-                                 followed=lambda: monitor.followed.address if monitor.followed else None)
+                                 followed=lambda: monitor.followed.address if monitor.followed else None,
+                                 on_event=self.background.poke)
         logger.info("node %s (%s) on %s, schema %s, registered as %s", me.name, me.node_id,
                     active.target.describe(), active.schema, active.role)
         return runtime
@@ -165,6 +177,9 @@ class Agent:
                 self._log(decision)
                 self.runtime.services.stop()
                 self._write_status(decision)
+                self._event(EventKind.NODE_STOP, {"why": "agent stopped (clean stop)"})
+                if self.background is not None:
+                    self.background.close()
                 if self.listener is not None:
                     self.listener.close()
                 if self.monitor is not None:
@@ -178,7 +193,10 @@ class Agent:
             self.monitor.check()
             self.exposure.probed(self.monitor.hosts)
             try:
-                decision = self.runtime.tick()
+                if not self.booted:
+                    self.booted = self._boot_start()
+                decision = self.runtime.tick() if self.booted else Decision(
+                    Action.STAY, "applying the boot-start policy: waiting for the database", wake_in_s=1.0)
             except ApplianceError as exc:
                 decision = Decision(Action.STAY, f"tick failed: {exc.message}", wake_in_s=1.0)
             except Exception:  # a bug: log it, keep the loop (and the trust window) going
@@ -201,6 +219,54 @@ class Agent:
                 self.wake.wait(max(0.0, wait))
             self.wake.clear()
 
+    # --- events, boot start --------------------------------------------------------------------------
+
+    def _event(self, kind: EventKind, details: dict[str, Any], epoch: int | None = None,
+               duration: float | None = None, dedup: str | None = None) -> None:
+        """Hand an event to the outbox (written by the background thread; never waits)."""
+        if self.background is None or self.me is None:
+            return
+        runtime = self.runtime
+        row = runtime.view.node(self.me.node_id) if runtime is not None and runtime.view is not None else None
+        name = row.name if row is not None else self.me.name
+        self.background.emit(NewEvent(kind, name, self.me.node_id, details, epoch, duration, dedup_key=dedup))
+
+    def _liveness_s(self) -> float:
+        view = self.runtime.view if self.runtime is not None else None
+        return online_window_s(view.judge_keepalive_s or view.keepalive_s if view is not None else DEFAULT_KEEPALIVE_S)
+
+    def _boot_start(self) -> bool:
+        """Apply this node's boot-start policy before its first decision (True: done).
+
+        ``enabled``: take part as a standby (back in the cluster if it was STOP); ``disabled``: stay out
+        of it (STOP) until ``ha start``; ``keep``: the admin state from before. One event says what happened.
+        """
+        runtime = self.runtime
+        assert runtime is not None and self.me is not None
+        try:
+            view = runtime.store.snapshot()
+        except (StoreUnavailable, NotRegistered):
+            return False
+        row = view.node(self.me.node_id)
+        if row is None:
+            self._event(EventKind.NODE_START, {"why": "agent started (not registered in this database)"})
+            return True
+        mode, state = row.boot_start, row.admin_state
+        wanted = {"enabled": "active", "disabled": "stopped"}.get(mode, state)
+        kind = EventKind.NODE_START if wanted == "active" else EventKind.NODE_STOP
+        why = (f"agent started; boot start {mode}: " + ("takes part as a standby" if wanted == "active"
+                                                          else "stays out of the cluster (STOP)"))
+        event = NewEvent(kind, row.name, self.me.node_id, {"why": why, "boot_start": mode})
+        try:
+            if wanted != state:
+                runtime.store.set_admin_state(self.me.node_id, wanted, event=event)
+            elif self.background is not None:
+                self.background.emit(event)
+        except (StoreUnavailable, NotRegistered):
+            return False
+        logger.info("%s", why)
+        return True
+
     def _follow_hostname(self) -> None:
         """Keep the registry's name in step with ``system set hostname`` (shown by ``ha get nodes``)."""
         runtime = self.runtime
@@ -210,7 +276,7 @@ class Agent:
         try:
             name = backend_for(self.config).get()
             if name and name != me.name:
-                runtime.store.rename(runtime.node_id, check_node_name(name))  # the registry's rule (schema v4)
+                runtime.store.rename(runtime.node_id, check_node_name(name))  # the registry's rule (schema v5)
                 logger.info("this node is now called %s (was %s)", name, me.name)
         except (ApplianceError, OSError, ValueError) as exc:
             if not isinstance(exc, StoreUnavailable | NotRegistered):
@@ -260,6 +326,9 @@ class Agent:
             "db_nodes": [] if self.monitor is None else [
                 {"host": h.host, "port": h.port, "reachable": h.reachable, "writable": h.writable,
                  "timeline": h.timeline} for h in self.monitor.hosts],
+            "boot_start": me.boot_start if me else None,
+            "join_service": self.background.join_listening if self.background is not None else None,
+            "events_kept": len(self.background.outbox) if self.background is not None else 0,
             "pid": os.getpid(),
             "written_at": self.clock.now().isoformat(),
         }
@@ -282,6 +351,13 @@ class Agent:
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)
         signal.signal(signal.SIGHUP, on_hup)
+
+
+def _followed(monitor: DbMonitor) -> tuple[str, int]:
+    """The database node the background work writes to: the one the HA loop follows (never chosen here)."""
+    if monitor.followed is None:
+        raise StoreUnavailable("HA store: no database node is followed yet", "see 'ha get nodes'")
+    return monitor.followed.address
 
 
 def main(argv: list[str] | None = None) -> int:

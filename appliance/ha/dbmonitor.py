@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from appliance.db.target import DbTarget
 from appliance.fsutil import write_atomic
 from appliance.ha.dbnodes import Followed, HostState, Verdict, WriterChoice, choose_writer
 from appliance.ha.dbwatch import DbWatch
+from appliance.ha.events import EventKind
 from appliance.ha.runtime import Runtime
 from appliance.ha.store import StoreUnavailable
 from appliance.ha.timing import db_failover_grace_s
@@ -89,6 +91,10 @@ class DbMonitor:
         self.alarm: str | None = None  # shown to the admin while the database is split
         self.hosts: list[HostState] = []
         self.runtime: Runtime | None = None
+        # (kind, details, dedup key): every agent sees a database failover or split brain, the key makes
+        # the reports of one occurrence one event.
+        self.emit: Callable[[EventKind, dict[str, Any], str], None] | None = None
+        self._split_key: str | None = None
 
     def attach(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -130,6 +136,7 @@ class DbMonitor:
                 logger.error("ALARM: %s", choice.alarm)
             else:
                 logger.warning("the database has one read-write node again: alarm over")
+            self._alarm_event(self.alarm, choice.alarm)
             self.alarm = choice.alarm
         if runtime is None:
             return Outcome.NOTHING
@@ -151,6 +158,10 @@ class DbMonitor:
                 if reconnect:
                     runtime.store.close()  # the next store call reconnects through pick_writer
                 runtime.grace(grace)
+                if self.emit is not None:
+                    self.emit(EventKind.DB_FAILOVER, {"from": _describe(previous), "to": writer.describe(),
+                                                      "timeline": writer.timeline},
+                              f"db_failover:{writer.host}:{writer.port}:tl{writer.timeline}")
                 outcome = Outcome.FOLLOWED
             if followed != self.followed:
                 self.followed = followed
@@ -160,6 +171,20 @@ class DbMonitor:
             runtime.grace(db_failover_grace_s(runtime.keepalive_s))
             return Outcome.RESOLVED if outcome is Outcome.NOTHING else outcome
         return outcome
+
+
+    def _alarm_event(self, before: str | None, now: str | None) -> None:
+        """The split-brain alarm raised, or its end (the same key for every node that sees it)."""
+        if self.emit is None:
+            return
+        if now and not before:
+            writable = sorted(f"{h.host}:{h.port}:tl{h.timeline}" for h in self.hosts if h.reachable and h.writable)
+            self._split_key = "db_split_brain:" + ",".join(writable)
+            self.emit(EventKind.DB_SPLIT_BRAIN, {"phase": "begin", "alarm": now, "nodes": writable}, self._split_key)
+        elif before and not now:
+            key = self._split_key or "db_split_brain:?"
+            self.emit(EventKind.DB_SPLIT_BRAIN, {"phase": "end"}, key + ":end")
+            self._split_key = None
 
 
 def _describe(followed: Followed | None) -> str:

@@ -86,6 +86,12 @@ def decide(view: ClusterView | None, local: Local, now: float) -> Decision:
                                     wake_in_s=keepalive / 4)
                 return Decision(Action.RESIGN, f"switchover requested: handing the lease over to {target.name}",
                                 expected_epoch=lease.epoch, target=target.node_id)
+        yielding = _yield_to(view, me)
+        if yielding is not None:
+            if lease.expired:  # released already: renewing would take it back
+                return Decision(Action.STAY, f"{yielding.reason.split(':')[0]}: released the lease",
+                                wake_in_s=keepalive / 4)
+            return yielding
         return Decision(Action.RENEW, f"primary (epoch {lease.epoch}): renewing the lease",
                         expected_epoch=lease.epoch, wake_in_s=renew_every_s(keepalive))
 
@@ -121,7 +127,7 @@ def decide(view: ClusterView | None, local: Local, now: float) -> Decision:
         # Online but not renewing for a whole interval (it can heartbeat but not renew): replace it.
         candidates = [n for n in candidates if n.node_id != holder.node_id]
     if not candidates:
-        return Decision(Action.STAY, "no node is online to take the lease", wake_in_s=keepalive)
+        return Decision(Action.STAY, no_candidate_reason(view), wake_in_s=keepalive)
     best = candidates[0]
     if best.node_id == me.node_id:
         was = f"held by {holder_name}, epoch {lease.epoch}" if lease.holder else f"free, epoch {lease.epoch}"
@@ -132,4 +138,36 @@ def decide(view: ClusterView | None, local: Local, now: float) -> Decision:
 
 def _best_other(view: ClusterView, node_id: str) -> NodeState | None:
     return next((n for n in view.candidates() if n.node_id != node_id), None)
+
+
+def _yield_to(view: ClusterView, me: NodeState) -> Decision | None:
+    """The holder hands the role over by itself: it has priority 0 (never primary), or failback is on and
+    a node of higher priority is online (a preferred node came back)."""
+    if me.priority == 0:
+        other = _best_other(view, me.node_id)
+        return Decision(Action.RESIGN, "priority 0 (never primary): " + (
+            f"handing the lease over to {other.name}" if other else "stepping down; no other node may take over"),
+            expected_epoch=view.lease.epoch, target=other.node_id if other else None)
+    if view.failback and not view.maintenance:
+        better = next((n for n in view.candidates() if n.node_id != me.node_id and n.priority > me.priority), None)
+        if better is not None:
+            return Decision(Action.RESIGN, f"failback: {better.name} has a higher priority ({better.priority} > "
+                            f"{me.priority}); handing the lease over to it", expected_epoch=view.lease.epoch,
+                            target=better.node_id)
+    return None
+
+
+def no_candidate_reason(view: ClusterView) -> str:
+    """Why no node may take a free lease (shown by the agents and by ``ha get nodes``)."""
+    online = [n for n in view.nodes if view.online(n)]
+    witnesses = [n.name for n in online if n.admin_state == "active" and n.priority == 0]
+    stopped = [n.name for n in online if n.admin_state == "stopped"]
+    parts = ["no node may take the lease"]
+    if witnesses:
+        parts.append(f"{', '.join(witnesses)} online with priority 0 (never primary)")
+    if stopped:
+        parts.append(f"{', '.join(stopped)} taken out of the cluster (STOP)")
+    if not online:
+        parts.append("no node is online")
+    return ": ".join(parts[:1]) + (": " + "; ".join(parts[1:]) if len(parts) > 1 else "")
 

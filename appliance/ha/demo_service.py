@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from appliance.config import split_listen
+from appliance.configcheck import split_listen
 from appliance.ha.fence import may_act
 
 TICK_S = 0.05

@@ -29,7 +29,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from appliance.config import HealthConfig, split_listen
+from appliance.config import HealthConfig
+from appliance.configcheck import split_listen
 from appliance.ha.board import Board, Published
 from appliance.ha.metrics import CONTENT_TYPE, Metrics
 from appliance.ha.model import NodeIdentity

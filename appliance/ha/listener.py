@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from appliance.clock import Clock
 from appliance.db.connect import connect
 from appliance.db.errors import DbError
-from appliance.ha.pgstore import channel_for
+from appliance.ha.pgstore import channel_for, events_channel_for
 
 if TYPE_CHECKING:
     import psycopg
@@ -30,11 +30,15 @@ RETRY_S = 1.0  # how often a lost listening connection is retried (a missed NOTI
 
 class Listener:
     def __init__(self, target: DbTarget, schema: str, *, application_name: str, timeouts: Timeouts,
-                 clock: Clock, followed: Callable[[], tuple[str, int] | None] = lambda: None) -> None:
+                 clock: Clock, followed: Callable[[], tuple[str, int] | None] = lambda: None,
+                 on_event: Callable[[], None] | None = None) -> None:
         self.target, self.schema = target, schema
         self.application_name, self.timeouts, self.clock = application_name, timeouts, clock
         # The database node the HA store writes to (multi-host targets): notifications are sent there.
         self.followed = followed
+        # Notifications on the events channel (new events, join codes, channels) are for the agent's
+        # background work: handed to it without waking the HA loop.
+        self.on_event = on_event
         self._conn: psycopg.Connection[Any] | None = None
         self._on: tuple[str, int] | None = None
         self._next_try = 0.0
@@ -53,8 +57,10 @@ class Listener:
                 wake.wait(min(remaining, SLICE_S))
                 continue
             try:
-                if any(True for _ in conn.notifies(timeout=min(remaining, SLICE_S), stop_after=1)):
-                    return True
+                for note in conn.notifies(timeout=min(remaining, SLICE_S), stop_after=1):
+                    if note.channel == channel_for(self.schema) or self.on_event is None:
+                        return True
+                    self.on_event()
             except Exception as exc:  # psycopg.Error, or the connection closed under us
                 logger.info("lost the notification channel (%s); will retry", type(exc).__name__)
                 self.close()
@@ -82,6 +88,8 @@ class Listener:
             conn = connect(target, application_name=self.application_name, timeouts=self.timeouts,
                            autocommit=True)
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel_for(self.schema))))
+            if self.on_event is not None:
+                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(events_channel_for(self.schema))))
         except DbError as exc:
             logger.info("no notification channel (%s): falling back to plain waiting", exc.message)
             return None

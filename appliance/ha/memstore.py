@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import random
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from appliance.clock import Clock
+from appliance.ha.events import NewEvent
+from appliance.ha.memevents import MemoryEvents
 from appliance.ha.model import (
     ClusterView,
     Lease,
@@ -24,9 +26,10 @@ from appliance.ha.model import (
 )
 from appliance.ha.settings import Setting, setting
 from appliance.ha.store import (
-    PRIORITY_RANGE,
+    REGISTRATION_PRIORITY,
     HaStore,
     NotRegistered,
+    check_boot_start,
     check_priority,
     live_primary_conflict,
     twin_conflict,
@@ -50,9 +53,13 @@ class _Row:
     last_heartbeat: datetime | None = None
     heartbeat_seq: int = 0
     hardware_id: str = ""
+    boot_start: str = "enabled"
+    extra: dict[str, object] = field(default_factory=dict)
 
 
-class InMemoryStore(HaStore):
+class InMemoryStore(MemoryEvents, HaStore):
+    """The contract in memory; events, notifications and join codes are :class:`MemoryEvents`'."""
+
     def __init__(self, clock: Clock, keepalive_s: float = DEFAULT_KEEPALIVE_S) -> None:
         self.clock = clock
         self._lock = threading.Lock()
@@ -61,9 +68,12 @@ class InMemoryStore(HaStore):
         self.epoch = 0
         self.expires_at: datetime | None = None
         self.handover_to: str | None = None
+        self.handover_requested_at: datetime | None = None
         self.settings: dict[str, str] = {
             Setting.KEEPALIVE: str(keepalive_s), Setting.MAINTENANCE: "off", Setting.DB_CHECK: "10",
+            Setting.FAILBACK: "off",
         }
+        MemoryEvents.__init__(self)
         self._previous_keepalive: tuple[float, datetime] | None = None
         self.timeline = 1  # the history epochs are issued on (a simulated database failover changes it)
         self.lease_timeline: int | None = None
@@ -91,21 +101,24 @@ class InMemoryStore(HaStore):
         nodes = tuple(
             NodeState(r.node_id, r.name, r.priority, r.role, r.admin_state,
                       None if r.last_heartbeat is None else (now - r.last_heartbeat).total_seconds(),
-                      r.heartbeat_seq, r.last_heartbeat)
+                      r.heartbeat_seq, r.last_heartbeat, r.boot_start)
             for r in sorted(self._rows.values(), key=lambda r: r.name)
         )
         remaining = None if self.expires_at is None else (self.expires_at - now).total_seconds()
+        asked = None if self.handover_requested_at is None else (now - self.handover_requested_at).total_seconds()
         keepalive = float(self.settings[Setting.KEEPALIVE])
         previous = None
         if self._previous_keepalive is not None:
             before, changed_at = self._previous_keepalive
             previous = (before, (now - changed_at).total_seconds())
-        return ClusterView(nodes, Lease(self.holder, self.epoch, remaining, self.handover_to, self.lease_timeline),
+        return ClusterView(nodes, Lease(self.holder, self.epoch, remaining, self.handover_to, self.lease_timeline,
+                                        asked),
                            keepalive,
                            self.settings.get(Setting.MAINTENANCE) == "on",
                            judge_keepalive_s=judge_keepalive_s(keepalive, previous),
                            db_check_s=float(self.settings[Setting.DB_CHECK]),
-                           vip=self.settings.get(Setting.VIP) or None)
+                           vip=self.settings.get(Setting.VIP) or None,
+                           failback=self.settings.get(Setting.FAILBACK) == "on")
 
     def try_acquire(self, node_id: str, expected_epoch: int, ttl_s: float) -> int | None:
         with self._lock:
@@ -117,6 +130,7 @@ class InMemoryStore(HaStore):
                 return None
             self.holder, self.epoch, self.lease_timeline = node_id, self.epoch + 1, self.timeline
             self.expires_at, self.handover_to = now + timedelta(seconds=ttl_s), None
+            self.handover_requested_at = None
             for row in self._rows.values():
                 row.role = "primary" if row.node_id == node_id else "standby"
             return self.epoch
@@ -140,33 +154,44 @@ class InMemoryStore(HaStore):
             self.expires_at, self.handover_to = self.clock.now(), handover_to
             return True
 
-    def request_handover(self, target: str | None) -> None:
+    def request_handover(self, target: str | None, *, event: NewEvent | None = None) -> None:
         with self._lock:
             if target is not None:
                 self._row(target)
             self.handover_to = target
+            self.handover_requested_at = None if target is None else self.clock.now()
+            self._record([event] if event else [], None)
 
-    def set_admin_state(self, node_id: str, state: str) -> None:
+    def set_admin_state(self, node_id: str, state: str, *, event: NewEvent | None = None) -> None:
         if state not in ("active", "stopped"):
             raise ValueError(f"admin state must be active or stopped, not {state!r}")
         with self._lock:
             self._row(node_id).admin_state = state
+            self._record([event] if event else [], None)
 
     def rename(self, node_id: str, name: str) -> None:
         with self._lock:
             self._row(node_id).name = name
 
-    def set_priority(self, node_id: str, priority: int) -> None:
+    def set_priority(self, node_id: str, priority: int, *, event: NewEvent | None = None) -> None:
         check_priority(priority)
         with self._lock:
             self._row(node_id).priority = priority
+            self._record([event] if event else [], None)
+
+    def set_boot_start(self, node_id: str, mode: str, *, event: NewEvent | None = None) -> None:
+        check_boot_start(mode)
+        with self._lock:
+            self._row(node_id).boot_start = mode
+            self._record([event] if event else [], None)
 
     # --- the contract: settings ----------------------------------------------------------------------
 
-    def set_setting(self, setting_: Setting | str, value: str) -> None:
+    def set_setting(self, setting_: Setting | str, value: str, *, event: NewEvent | None = None) -> None:
         key = setting(setting_)
         key.check(value)
         with self._lock:
+            self._record([event] if event else [], None)
             if key is Setting.KEEPALIVE and float(self.settings[key]) != float(value):
                 now, replaced = self.clock.now(), float(self.settings[key])
                 earlier = None
@@ -207,7 +232,7 @@ class InMemoryStore(HaStore):
                         raise live_primary_conflict(other.name, age)
                     demoted = _registered(other, now)
                     other.role = "standby"
-            row = old or _Row(me.node_id, me.name, random.randint(*PRIORITY_RANGE))
+            row = old or _Row(me.node_id, me.name, random.randint(*REGISTRATION_PRIORITY))
             row.hardware_id, row.name, row.role, row.admin_state = me.hardware_id, me.name, role, "active"
             row.last_heartbeat, row.heartbeat_seq = now, row.heartbeat_seq + 1
             self._rows[me.node_id] = row
@@ -242,16 +267,30 @@ class InMemoryStore(HaStore):
                 # The epoch only ever grows (it is a fencing token), even when the holder is put back.
                 self.holder, self.expires_at, self.epoch = before.holder, before.expires_at, self.epoch + 1
 
-    def unregister_node(self, node_id: str) -> None:
+    def unregister_node(self, node_id: str, *, event: NewEvent | None = None) -> None:
         with self._lock:
             self._row(node_id)
             del self._rows[node_id]
+            self._forget_codes_of(node_id)
+            self._record([event] if event else [], None)
             if self.holder == node_id:
                 self.holder, self.expires_at, self.epoch = None, None, self.epoch + 1
             if self.handover_to == node_id:
                 self.handover_to = None
 
     # --- helpers -------------------------------------------------------------------------------------
+
+    def _online_ids(self, liveness_s: float) -> set[str]:
+        now = self.clock.now()
+        return {r.node_id for r in self._rows.values() if r.last_heartbeat is not None
+                and (now - r.last_heartbeat).total_seconds() <= liveness_s}
+
+    def _registered(self, node_id: str) -> bool:
+        return node_id in self._rows
+
+    def _name_of(self, node_id: str) -> str:
+        row = self._rows.get(node_id)
+        return row.name if row is not None else node_id
 
     def _row(self, node_id: str) -> _Row:
         row = self._rows.get(node_id)

@@ -35,6 +35,7 @@ class NodeState:
     heartbeat_age_s: float | None  # now() - last_heartbeat, by the DB clock; None: never
     heartbeat_seq: int
     last_heartbeat: datetime | None = None  # as the store recorded it: shown to people, never compared
+    boot_start: str = "enabled"  # enabled | disabled | keep: what the node does when its agent starts
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,9 @@ class Lease:
     # The database history (timeline) the epoch was issued on: (timeline, epoch) is the fencing token,
     # which tells apart epochs issued on two diverged histories after a database split brain.
     timeline: int | None = None
+    # Seconds since an admin asked for the handover (a switchover), by the DB clock; None: not asked
+    # (none pending, or a clean stop named the successor).
+    handover_requested_s: float | None = None
 
     @property
     def expired(self) -> bool:
@@ -65,6 +69,7 @@ class ClusterView:
     judge_keepalive_s: float | None = None
     db_check_s: float = DEFAULT_KEEPALIVE_S  # how often each node probes the configured database hosts
     vip: str | None = None  # the cluster's virtual IP (ADDRESS/PREFIX), held by the acting primary
+    failback: bool = False  # a preferred (higher-priority) node coming back takes the role over
 
     def node(self, node_id: str) -> NodeState | None:
         return next((n for n in self.nodes if n.node_id == node_id), None)
@@ -87,8 +92,9 @@ class ClusterView:
                     None)
 
     def candidates(self) -> list[NodeState]:
-        """Nodes that may lead, best first: online, in the cluster; highest priority, then lowest id."""
-        eligible = [n for n in self.nodes if n.admin_state == "active" and self.online(n)]
+        """Nodes that may lead, best first: online, in the cluster, priority above 0 (0: never primary);
+        highest priority, then lowest id."""
+        eligible = [n for n in self.nodes if n.admin_state == "active" and n.priority > 0 and self.online(n)]
         return sorted(eligible, key=lambda n: (-n.priority, n.node_id))
 
 
@@ -188,3 +194,62 @@ class Registration:
     lease_before: LeaseRecord
     lease_after: LeaseRecord
     keepalive_s: float
+
+
+# --- join codes and notifications ----------------------------------------------------------------------
+
+
+class CodeState(enum.Enum):
+    """Where a join code stands (by the store's clock)."""
+
+    OUTSTANDING = "outstanding"  # may still be used
+    CLAIMED = "claimed"  # a node fetched the credentials with it and has not registered yet (still usable by it)
+    USED = "used"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+@dataclass(frozen=True)
+class JoinCodeInfo:
+    """A join code as ``ha get join-codes`` shows it (never its secret)."""
+
+    code_id: str
+    issued_by: str  # the issuing node's name
+    issued_by_id: str
+    issued_at: datetime
+    expires_in_s: float  # by the store's clock; negative once expired
+    state: CodeState
+    claimed_by: str | None = None  # hardware id of the node that fetched the credentials
+    used_by: str | None = None  # name of the node that joined with it
+    failures: int = 0
+
+
+class ClaimOutcome(enum.Enum):
+    """What the join service learns when it checks a code (the joining node learns less: see joinservice)."""
+
+    OK = "ok"
+    UNKNOWN = "unknown"  # no such code, or the secret does not match
+    EXPIRED = "expired"
+    USED = "used"
+    REVOKED = "revoked"  # revoked by an admin, or burned by too many wrong secrets
+    TAKEN = "taken"  # another node already fetched the credentials with it
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One notification to send: the event (as its JSON document) on one channel."""
+
+    event_seq: int
+    channel: str
+    attempts: int  # failed attempts so far
+    event: dict[str, object]
+    deadline_in_s: float  # by the store's clock: retries end then
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What :meth:`~appliance.ha.store.HaStore.claim_deliveries` found: the deliveries this node now
+    holds, and when (seconds from now, by the store's clock) another pending one may become due, if any."""
+
+    deliveries: tuple[Delivery, ...]
+    next_due_s: float | None

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from appliance.clock import Clock
 from appliance.errors import ApplianceError
 from appliance.ha.decide import decide
+from appliance.ha.events import EventKind
 from appliance.ha.model import Action, ClusterView, Decision, Local
 from appliance.ha.store import HaStore, NotRegistered, StoreUnavailable
 from appliance.ha.timing import DEFAULT_KEEPALIVE_S, lease_ttl_s, regain_grace_s, renew_every_s, trust_s
@@ -42,6 +43,10 @@ class Runtime:
         self.store_lost = False  # the last snapshot failed (not merely: none taken yet)
         self.services_missing: list[str] = []  # services of this node's role that do not run (and would not start)
         self.on_renewal: Callable[[float, bool], None] | None = None  # (seconds, renewed): for the metrics
+        # (kind, details, epoch, duration): the HA events this node sees (takeover, step-down, switchover done),
+        # handed to the agent's outbox; never waits for anything.
+        self.emit: Callable[[EventKind, dict[str, Any], int | None, float | None], None] | None = None
+        self.view_at: float | None = None  # monotonic time of the last snapshot
 
     @property
     def node_id(self) -> str:
@@ -68,6 +73,7 @@ class Runtime:
         try:
             self.store.heartbeat(self.node_id)
             self.view = self.store.snapshot()
+            self.view_at = self.clock.monotonic()
             self.keepalive_s = self.view.keepalive_s
             self.store_lost = False
         except (StoreUnavailable, NotRegistered):
@@ -144,7 +150,7 @@ class Runtime:
     def _apply(self, decision: Decision) -> Decision:
         action = decision.action
         if action is Action.DEMOTE:
-            self.step_down()
+            self.step_down(_cause(decision.reason), decision.reason)
             # Decide again at once: the lease may still be ours to renew (after a short pause, say).
             return Decision(action, decision.reason, wake_in_s=0.0) if decision.wake_in_s is None else decision
         elif action is Action.RENEW:
@@ -169,7 +175,7 @@ class Runtime:
         except (StoreUnavailable, NotRegistered):
             self._observe_renewal(started, False)
             if self.local.acting and not self._trusted():
-                self.step_down()
+                self.step_down("fence_expired", "renewal failed (database unavailable) and the trust window ended")
                 return Decision(Action.DEMOTE, "renewal failed and the trust window has ended: stepping down",
                                 wake_in_s=0.0)
             left = (self.local.trusted_until or 0.0) - self.clock.monotonic()
@@ -180,13 +186,13 @@ class Runtime:
                             wake_in_s=min(1.0, self.keepalive_s))
         self._observe_renewal(started, renewed)
         if not renewed:
-            self.step_down()
+            self.step_down("lost_lease", "the lease was not renewed: another node holds it")
             return Decision(Action.DEMOTE, "the lease was lost (not renewed): stepping down")
         self.local = replace(self.local, epoch=decision.expected_epoch,
                              trusted_until=started + trust_s(self.keepalive_s))
         self.renewed_at = started
         if not self._trusted():
-            self.step_down()  # the renewal itself took longer than the trust budget
+            self.step_down("fence_expired", "the renewal took longer than the trust window")
             return Decision(Action.DEMOTE, "the renewal was too slow to trust: stepping down")
         if not self.local.acting:
             self._act()
@@ -216,8 +222,31 @@ class Runtime:
         if not self._trusted():
             return Decision(Action.STAY, "took the lease too slowly to trust it; renewing first", wake_in_s=0.0)
         self._act()
+        self._emit_acquired(epoch)
         return self._paced(Decision(Action.ACQUIRE, f"{decision.reason}; now primary (epoch {epoch})",
                                     expected_epoch=epoch))
+
+    def _emit_acquired(self, epoch: int) -> None:
+        """A takeover, or a switchover done (its duration by the DB clock: asked how long ago, plus since)."""
+        view = self.view
+        if self.emit is None or view is None:
+            return
+        lease = view.lease
+        before = view.node(lease.holder) if lease.holder else None
+        me = view.node(self.node_id)
+        source = before.name if before is not None else lease.holder
+        if lease.handover_to == self.node_id and lease.handover_requested_s is not None:
+            since = self.clock.monotonic() - (self.view_at or self.clock.monotonic())
+            self.emit(EventKind.SWITCHOVER, {"phase": "done", "from": source, "to": me.name if me else None},
+                      epoch, lease.handover_requested_s + since)
+            return
+        if lease.handover_to == self.node_id:
+            reason = f"handed over by {source}"
+        elif lease.holder is None:
+            reason = "the lease was free"
+        else:
+            reason = f"the lease of {source} expired"
+        self.emit(EventKind.TAKEOVER, {"from": source, "reason": reason, "previous_epoch": lease.epoch}, epoch, None)
 
     def _observe_renewal(self, started: float, renewed: bool) -> None:
         if self.on_renewal is not None:
@@ -238,9 +267,23 @@ class Runtime:
         self.services.start("primary")
         self.local = replace(self.local, acting=True)
 
-    def step_down(self) -> None:
+    def step_down(self, cause: str | None = None, detail: str = "") -> None:
+        """Stop acting as primary; an involuntary step-down (``cause``) is an event."""
+        if self.local.acting and cause is not None and self.emit is not None:
+            self.emit(EventKind.STEP_DOWN, {"reason": cause, "detail": detail}, self.local.epoch, None)
         if self.fence is not None:
             self.fence.revoke()
         if self.local.acting:
             self.services.start("standby")  # stops the primary-only services, keeps the rest
         self.local = replace(self.local, acting=False, epoch=None, trusted_until=None)
+
+
+def _cause(reason: str) -> str | None:
+    """Why a DEMOTE decision steps down, as the ``step_down`` event says it (None: a voluntary stop)."""
+    if reason.startswith(("stopping", "taken out of the cluster")):
+        return None
+    if "trust window" in reason or "unreachable" in reason:
+        return "fence_expired"
+    if "no longer registered" in reason:
+        return "unregistered"
+    return "lost_lease"

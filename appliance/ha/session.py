@@ -47,8 +47,15 @@ def cluster_store(config: Config) -> Iterator[tuple[PgStore, ActiveTarget, NodeI
     Its connection goes to the node the cluster writes to; if no node may be written to now, the first
     call raises :class:`StoreUnavailable` saying why.
     """
-    me = identity(config)
     _origin, active = read_targets(config)
+    with store_for(config, active) as store:
+        yield store, active, identity(config)
+
+
+@contextmanager
+def store_for(config: Config, active: ActiveTarget) -> Iterator[PgStore]:
+    """The store of ``active`` (a cluster this node is leaving, say), closed after; the writer rule as above."""
+    me = identity(config)
 
     def pick() -> tuple[str, int]:
         choice = writer_choice(config, active, probe(active))
@@ -61,7 +68,7 @@ def cluster_store(config: Config) -> Iterator[tuple[PgStore, ActiveTarget, NodeI
     store = PgStore(active.target, active.schema, application_name=f"appliance-shell:{me.name}"[:63],
                     timeouts=report_timeouts(), pick_host=pick if multi else None)
     try:
-        yield store, active, me
+        yield store
     finally:
         store.close()
 

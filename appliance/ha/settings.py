@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import math
 
+from appliance.ha.notify import email_from_json, webhook_from_json
 from appliance.net.addresses import parse_vip
 
 
@@ -19,6 +20,9 @@ class Setting(enum.StrEnum):
     MAINTENANCE = "maintenance"  # on: automatic failover paused cluster-wide
     DB_CHECK = "db_check_interval_s"  # seconds between probes of every configured database host
     VIP = "vip"  # the cluster's virtual IP, ADDRESS/PREFIX; "" (or no row): none
+    FAILBACK = "failback"  # on: a preferred (higher-priority) node coming back takes the role over
+    NOTIFY_WEBHOOK = "notify_webhook"  # JSON (appliance.ha.notify); "": no webhook
+    NOTIFY_EMAIL = "notify_email"  # JSON (appliance.ha.notify); "": no e-mail
 
     def check(self, value: str) -> str:
         """``value`` if it is valid for this setting. :raises ValueError: with a short reason."""
@@ -27,7 +31,13 @@ class Setting(enum.StrEnum):
                 return str(parse_vip(value)) if value else ""  # "": no virtual IP
             except ValueError as exc:
                 raise ValueError(f"{self.value} {exc}") from None
-        if self is Setting.MAINTENANCE:
+        if self in (Setting.NOTIFY_WEBHOOK, Setting.NOTIFY_EMAIL):
+            try:
+                (webhook_from_json if self is Setting.NOTIFY_WEBHOOK else email_from_json)(value) if value else None
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"{self.value} {exc}") from None
+            return value
+        if self in (Setting.MAINTENANCE, Setting.FAILBACK):
             if value not in ("on", "off"):
                 raise ValueError(f"{self.value} must be 'on' or 'off', not {value[:20]!r}")
             return value

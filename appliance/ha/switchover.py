@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from appliance.clock import Clock
 from appliance.errors import CommandFailed, Conflict, NotConfigured
-from appliance.ha.model import ClusterView, NodeState
+from appliance.ha.events import EventKind, NewEvent
+from appliance.ha.model import ClusterView, NodeIdentity, NodeState
 from appliance.ha.store import HaStore
 from appliance.ha.timing import switchover_wait_s
 
@@ -48,6 +49,9 @@ def choose(view: ClusterView, to: str | None) -> tuple[NodeState, NodeState]:
         if found is None:
             raise Conflict("no standby is online to take over", hint="see 'ha get nodes'")
         target = found
+    if target.priority == 0:
+        raise Conflict(f"{target.name} has priority 0 (never primary)",
+                       hint=f"give it a priority above 0 first: ha set priority N --node {target.name}")
     if target.admin_state != "active":
         raise Conflict(f"{target.name} is taken out of the cluster (STOP)", hint=f"run 'ha start' on {target.name}")
     if not view.online(target):
@@ -55,21 +59,29 @@ def choose(view: ClusterView, to: str | None) -> tuple[NodeState, NodeState]:
     return holder, target
 
 
-def switchover(store: HaStore, to: str | None, clock: Clock) -> SwitchoverDone:
+def switchover(store: HaStore, to: str | None, clock: Clock, *, by: NodeIdentity | None = None) -> SwitchoverDone:
     """Hand the primary role to ``to`` (or the best online standby) and wait until it holds the lease.
+
+    ``by``: the node the request is made on, recorded with the ``switchover`` event (requested, or
+    withdrawn; the new primary records it done, with its duration).
 
     :raises CommandFailed: it did not complete in time (the request was withdrawn).
     """
     view = store.snapshot()
     holder, target = choose(view, to)
     started = clock.monotonic()
-    store.request_handover(target.node_id)
+
+    def event(phase: str) -> NewEvent | None:
+        return None if by is None else NewEvent(EventKind.SWITCHOVER, by.name, by.node_id,
+                                                {"phase": phase, "from": holder.name, "to": target.name})
+
+    store.request_handover(target.node_id, event=event("requested"))
     deadline = started + switchover_wait_s(view.keepalive_s)
     while clock.monotonic() < deadline:
         lease = store.snapshot().lease
         if lease.holder == target.node_id and not lease.expired:
             return SwitchoverDone(holder.name, target.name, clock.monotonic() - started, lease.epoch)
         clock.sleep(POLL_S)
-    store.request_handover(None)
+    store.request_handover(None, event=event("withdrawn"))
     raise CommandFailed(f"the switchover to {target.name} did not complete within {deadline - started:.0f} s; "
                         "the request was withdrawn", hint="check both nodes' agents with 'ha get status'")

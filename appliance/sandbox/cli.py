@@ -1,7 +1,7 @@
 """``appliance-sandbox``: a real multi-node cluster on one machine, no VMs.
 
     appliance-sandbox up --dir DIR [--nodes N] [--cluster] [--keepalive S] [--haproxy]
-                         [--netns [--vip ADDRESS/PREFIX]]
+                         [--netns [--vip ADDRESS/PREFIX]] [--notify-sink]
     appliance-sandbox status|down --dir DIR
     appliance-sandbox shell|kill|start NODE --dir DIR
 
@@ -19,7 +19,11 @@ service port that answers ``<node> epoch=<N>`` while the node is primary (``sand
 ``health`` and ``service``). ``--haproxy`` puts a real HAProxy in front (:mod:`appliance.sandbox.haproxy`,
 ``sandbox.json``: ``haproxy``). ``--netns`` (root) gives every node its own network namespace on one
 bridge, plus a client namespace, and ``--vip`` a virtual IP that moves between them
-(:mod:`appliance.sandbox.netns`, ``sandbox.json``: ``network``, ``vip``).
+(:mod:`appliance.sandbox.netns`, ``sandbox.json``: ``network``, ``vip``). Every node's join service
+listens on a port of its own (``sandbox.json``: each node's ``join``), so ``ha join --code`` on one node
+reaches the issuing node on loopback. ``--notify-sink`` starts a receiver (:mod:`appliance.sandbox.sink`:
+an HTTP endpoint and an SMTP server writing to ``DIR/notifications.jsonl``; ``sandbox.json``:
+``notify_sink``) and, with ``--cluster``, points the cluster's webhook and e-mail at it.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -96,6 +101,8 @@ def node_config(base: Path, node: dict[str, Any], keepalive: int, net: netns.Net
         demo, holder = inside + demo, inside + holder
     services = [("demo", demo, ["primary"])]
     sections: dict[str, dict[str, Any]] = {"health": {"listen": _hostport(health["host"], health["port"])}}
+    if node.get("join"):
+        sections["join"] = {"listen": _hostport(node["join"]["host"], node["join"]["port"])}
     if net is not None:
         sections["health"]["detail_networks"] = ["127.0.0.0/8", net.control]
     if net is not None and net.vip:
@@ -181,7 +188,7 @@ def _services(base: Path, name: str) -> Any:
 
 
 def up(base: Path, nodes: int, cluster: bool, keepalive: int, *, with_haproxy: bool = False,
-       with_netns: bool = False, vip: str | None = None) -> int:
+       with_netns: bool = False, vip: str | None = None, notify_sink: bool = False) -> int:
     base = base.resolve()
     if manifest_path(base).exists():
         return _resume(base)
@@ -235,10 +242,11 @@ def up(base: Path, nodes: int, cluster: bool, keepalive: int, *, with_haproxy: b
         if net is not None:
             namespace, address = net.nodes[name]
             node |= {"netns": namespace, "address": address, "health": {"host": address, "port": 8008},
-                     "service": {"host": address, "port": 8013}}
+                     "service": {"host": address, "port": 8013}, "join": {"host": address, "port": 8009}}
         else:
             node |= {"health": {"host": "127.0.0.1", "port": free_port()},
-                     "service": {"host": "127.0.0.1", "port": free_port()}}
+                     "service": {"host": "127.0.0.1", "port": free_port()},
+                     "join": {"host": "127.0.0.1", "port": free_port()}}
         # The cluster's interval comes from node1's configuration when its redirect deploys the schema.
         (home / "appliance.toml").write_text(node_config(base, node, keepalive, net))
         config = load_config(home / "appliance.toml")
@@ -250,10 +258,20 @@ def up(base: Path, nodes: int, cluster: bool, keepalive: int, *, with_haproxy: b
         doc["haproxy"] = {"host": "127.0.0.1", "port": free_port()}
         save(base, doc)
         _start_haproxy(base, doc)
+    if notify_sink:
+        http_port, smtp_port = free_port(), free_port()
+        doc["notify_sink"] = {"webhook": f"http://127.0.0.1:{http_port}/ha", "smtp": f"127.0.0.1:{smtp_port}",
+                              "email": "admin@sandbox.example", "file": str(base / "notifications.jsonl")}
+        save(base, doc)
+        _start_sink(base, doc)
     if cluster:
         _form_cluster(base, doc)
         if net is not None and net.vip:
             _shell(doc["nodes"][0], f"ha set vip {net.vip} --yes")
+        if notify_sink:
+            sink = doc["notify_sink"]
+            _shell(doc["nodes"][0], f"ha set notify webhook {sink['webhook']} --yes")
+            _shell(doc["nodes"][0], f"ha set notify email --to {sink['email']} --smtp {sink['smtp']} --yes")
         _wait_settled(base, doc, keepalive)
     say(f"up: {nodes} node(s); remote database {REMOTE_USER}@{db_host}:{remote.port}/{REMOTE_DB}; "
         f"details (with the password) in {manifest_path(base)}")
@@ -273,7 +291,53 @@ def _resume(base: Path) -> int:
         start_agent(base, node["name"], node.get("netns"))
     if doc.get("haproxy"):
         _start_haproxy(base, doc)
+    if doc.get("notify_sink"):
+        _start_sink(base, doc)
     return status(base)
+
+
+def sink_pidfile(base: Path) -> Path:
+    return base / "notify-sink.pid"
+
+
+def _start_sink(base: Path, doc: dict[str, Any]) -> None:
+    """The notification receiver (``python -m appliance.sandbox.sink``), in the background."""
+    if _pid(sink_pidfile(base)):
+        return
+    sink = doc["notify_sink"]
+    http_port = int(sink["webhook"].rsplit(":", 1)[1].split("/", 1)[0])
+    smtp_port = int(sink["smtp"].rsplit(":", 1)[1])
+    with open(base / "notify-sink.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "appliance.sandbox.sink", "--file", sink["file"],
+                                 "--http-port", str(http_port), "--smtp-port", str(smtp_port)],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                                close_fds=True, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+    sink_pidfile(base).write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with socket.create_connection(("127.0.0.1", smtp_port), timeout=0.5):
+                break
+        except OSError:
+            time.sleep(0.05)
+    if proc.poll() is not None:
+        raise CommandFailed(f"the notification receiver did not start; see {base / 'notify-sink.log'}",
+                            hint="it needs the dev extras (aiosmtpd): pip install -e '.[dev]'")
+    say(f"notification receiver (pid {proc.pid}): webhook {sink['webhook']}, SMTP {sink['smtp']}, "
+        f"writing to {sink['file']}")
+
+
+def _stop_sink(base: Path) -> bool:
+    pid = _pid(sink_pidfile(base))
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while _pid(sink_pidfile(base)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _pid(sink_pidfile(base)):
+        os.kill(pid, signal.SIGKILL)
+    return True
 
 
 def _start_haproxy(base: Path, doc: dict[str, Any]) -> None:
@@ -334,6 +398,11 @@ def status(base: Path) -> int:
         print(f"haproxy: {doc['haproxy']['host']}:{doc['haproxy']['port']} ({f'pid {pid}' if pid else 'stopped'})")
     if doc.get("vip"):
         print(f"virtual IP: {doc['vip']} (client namespace {doc['network']['client']['netns']})")
+    if doc.get("notify_sink"):
+        sink = doc["notify_sink"]
+        pid = _pid(sink_pidfile(base))
+        print(f"notification receiver: webhook {sink['webhook']}, SMTP {sink['smtp']} -> {sink['file']} "
+              f"({f'pid {pid}' if pid else 'stopped'})")
     print(f"{'node':<8} {'agent':<14} {'state':<7} {'local db':<10} config")
     for node in doc["nodes"]:
         name = node["name"]
@@ -393,6 +462,8 @@ def down(base: Path) -> int:
     doc = load(base)
     if haproxy.stop(base):
         say("haproxy stopped")
+    if _stop_sink(base):
+        say("notification receiver stopped")
     for node in doc["nodes"]:
         if stop_agent(base, node["name"]):
             say(f"{node['name']}: agent stopped")
@@ -433,6 +504,9 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument("--netns", action="store_true",
                       help="root: each node in its own network namespace on one bridge, plus a client namespace")
     p_up.add_argument("--vip", metavar="ADDRESS/PREFIX", help="with --netns: the cluster's virtual IP")
+    p_up.add_argument("--notify-sink", action="store_true",
+                      help="also start a webhook and SMTP receiver writing to DIR/notifications.jsonl (with "
+                           "--cluster: the cluster's notifications go there)")
     helps = {
         "status": "list the remote database and the nodes: agent, HA state, local database",
         "down": "stop every agent, service and PostgreSQL of the sandbox (files are kept; up resumes)",
@@ -451,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.action == "up":
             return up(args.dir, args.nodes, args.cluster, args.keepalive, with_haproxy=args.haproxy,
-                      with_netns=args.netns, vip=args.vip)
+                      with_netns=args.netns, vip=args.vip, notify_sink=args.notify_sink)
         if args.action == "status":
             return status(args.dir)
         if args.action == "down":

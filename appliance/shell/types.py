@@ -24,6 +24,9 @@ class ParamType:
 
     metavar = "<VALUE>"
     secret = False
+    # Values offered by Tab completion that only the running node knows (e.g. "node": the cluster's node
+    # names); the completer looks the name up in what its session provides.
+    completion: str | None = None
 
     def parse(self, text: str) -> Any:
         raise NotImplementedError

@@ -94,6 +94,8 @@ class HaNode:
         self.health_port = health_port  # the agent's health endpoint on 127.0.0.1, if any
         if health_port is not None:
             text += f'[health]\nlisten = "127.0.0.1:{health_port}"\n'
+        self.join_port = free_port()  # the node's join service (listening only while its codes are outstanding)
+        text += f'[join]\nlisten = "127.0.0.1:{self.join_port}"\n'
         self.node.config_path.write_text(text)
         self.node.config = load_config(self.node.config_path)
         self.agent: Agent | None = None

@@ -126,6 +126,16 @@ def test_an_old_primary_back_as_primary_gets_no_write(pair: RepmgrPair, cluster:
     cluster.wait_for(lambda: cluster.get_nodes("node3")["db_alarm"] is None, 10, "the alarm clears")
     assert cluster.primary() == primary  # no app failover for the database's split brain
 
+    # Every agent saw the failover, the split brain and its end: each is one event.
+    def db_events() -> list[tuple[Any, ...]]:
+        return cluster.sql("SELECT kind, details->>'phase', details->>'to' FROM appliance.events"
+                           " WHERE kind IN ('db_failover', 'db_split_brain') ORDER BY seq")
+
+    cluster.wait_for(lambda: len(db_events()) >= 3, 10, "the DB events")
+    time.sleep(2 * I)  # no late duplicate
+    assert db_events() == [("db_failover", None, f"127.0.0.1:{db2.port} timeline 2"), ("db_split_brain", "begin", None),
+                           ("db_split_brain", "end", None)]
+
 
 def test_a_connection_blip_during_the_split_brain_does_not_move_writes_to_the_stale_node(
         pair: RepmgrPair, cluster: HaCluster) -> None:

@@ -20,8 +20,10 @@ import pytest
 
 from appliance.clock import FakeClock
 from appliance.errors import Conflict
+from appliance.ha.events import EventKind, NewEvent
 from appliance.ha.memstore import InMemoryStore
-from appliance.ha.model import ClusterView, NodeIdentity
+from appliance.ha.model import ClaimOutcome, ClusterView, CodeState, NodeIdentity
+from appliance.ha.notify import EmailConfig, WebhookConfig, email_to_json, webhook_to_json
 from appliance.ha.settings import Setting
 from appliance.ha.store import HaStore, NotRegistered
 
@@ -627,8 +629,261 @@ def test_set_priority_orders_the_candidates(backend: Backend) -> None:
     assert [n.node_id for n in backend.store.snapshot().candidates()] == [b, a]
     backend.store.set_priority(a, 30)
     assert [n.node_id for n in backend.store.snapshot().candidates()] == [a, b]
-    for bad in (0, 1_000_001):
+    for bad in (-1, 1_000_001):
         with pytest.raises(ValueError):
             backend.store.set_priority(a, bad)
     with pytest.raises(NotRegistered):
         backend.store.set_priority(str(uuid.uuid4()), 5)
+
+
+# --- membership: priority 0, boot start, failback -------------------------------------------------------
+
+
+def test_priority_zero_is_never_a_candidate(backend: Backend) -> None:
+    a, b = backend.node("node-a", 10), backend.node("node-b", 20)
+    backend.store.set_priority(b, 0)
+    view = backend.store.snapshot()
+    assert view.node(b).priority == 0  # type: ignore[union-attr]
+    assert [n.node_id for n in view.candidates()] == [a]
+    backend.store.set_priority(a, 0)
+    assert backend.store.snapshot().candidates() == []
+
+
+def test_boot_start_is_kept_per_node(backend: Backend) -> None:
+    a, b = backend.node("node-a"), backend.node("node-b")
+    assert {n.boot_start for n in backend.store.snapshot().nodes} == {"enabled"}
+    backend.store.set_boot_start(a, "disabled")
+    backend.store.set_boot_start(b, "keep")
+    assert [n.boot_start for n in backend.store.snapshot().nodes] == ["disabled", "keep"]
+    with pytest.raises(ValueError):
+        backend.store.set_boot_start(a, "sometimes")
+    with pytest.raises(NotRegistered):
+        backend.store.set_boot_start(str(uuid.uuid4()), "keep")
+
+
+def test_failback_setting(backend: Backend) -> None:
+    assert backend.store.snapshot().failback is False
+    backend.store.set_setting(Setting.FAILBACK, "on")
+    assert backend.store.snapshot().failback is True
+    with pytest.raises(ValueError):
+        backend.store.set_setting(Setting.FAILBACK, "maybe")
+
+
+def test_a_requested_handover_records_when_it_was_asked(backend: Backend) -> None:
+    a, b = backend.node("node-a", 10), backend.node("node-b", 20)
+    epoch = backend.store.try_acquire(a, 0, 5.0)
+    assert epoch == 1
+    assert backend.store.snapshot().lease.handover_requested_s is None
+    backend.store.request_handover(b)
+    backend.advance(0.3)
+    asked = backend.store.snapshot().lease.handover_requested_s
+    assert backend.close_to(asked, 0.3)
+    assert backend.store.release(a, 1, b)
+    assert backend.store.snapshot().lease.handover_requested_s is not None  # kept while it moves
+    assert backend.store.try_acquire(b, 1, 5.0) == 2
+    assert backend.store.snapshot().lease.handover_requested_s is None
+
+
+# --- events -------------------------------------------------------------------------------------------
+
+
+def _event(kind: EventKind = EventKind.SETTING, **kwargs: Any) -> NewEvent:
+    return NewEvent(kind, kwargs.pop("node", "node-a"), details=kwargs.pop("details", {"key": "k"}), **kwargs)
+
+
+def test_an_event_is_recorded_once_with_the_store_clock(backend: Backend) -> None:
+    a = backend.node("node-a")
+    event = _event(EventKind.TAKEOVER, node_id=a, epoch=7, duration_s=0.5, details={"from": "node-b"})
+    assert backend.store.record_events([event], deliver_by=None) == [event.id]
+    assert backend.store.record_events([event], deliver_by=None) == []  # a retried write
+    [got] = backend.store.events()
+    assert (got.id, got.kind, got.node, got.epoch, got.duration_s, dict(got.details)) == \
+        (event.id, "takeover", "node-a", 7, 0.5, {"from": "node-b"})
+    assert got.deliveries == {}  # no channel configured: nothing to deliver
+
+
+def test_an_event_kept_locally_is_written_at_its_age(backend: Backend) -> None:
+    backend.store.record_events([_event(age_s=30.0)], deliver_by=None)
+    backend.store.record_events([_event()], deliver_by=None)
+    old, new = backend.store.events()
+    assert backend.close_to((new.time - old.time).total_seconds(), 30.0)
+
+
+def test_an_event_without_an_epoch_gets_the_leases(backend: Backend) -> None:
+    a = backend.node("node-a")
+    backend.store.try_acquire(a, 0, 5.0)
+    backend.store.record_events([_event()], deliver_by=None)
+    assert [e.epoch for e in backend.store.events()] == [1]
+
+
+def test_reports_of_one_occurrence_are_one_event(backend: Backend) -> None:
+    first = _event(EventKind.DB_FAILOVER, node="node-a", dedup_key="db_failover:h:5432:2")
+    second = _event(EventKind.DB_FAILOVER, node="node-b", dedup_key="db_failover:h:5432:2")
+    other = _event(EventKind.DB_FAILOVER, node="node-b", dedup_key="db_failover:h:5433:3")
+    backend.store.record_events([first], deliver_by=None)
+    assert backend.store.record_events([second, other], deliver_by=None) == [other.id]
+    assert [e.node for e in backend.store.events(kind="db_failover")] == ["node-a", "node-b"]
+
+
+def test_events_are_filtered_by_kind_age_and_count(backend: Backend) -> None:
+    backend.store.record_events([_event(EventKind.MAINTENANCE, age_s=100.0, details={"on": True})],
+                                deliver_by=None)
+    backend.store.record_events([_event(details={"key": str(i)}) for i in range(5)], deliver_by=None)
+    assert len(backend.store.events()) == 6
+    assert [e.kind for e in backend.store.events(kind="maintenance")] == ["maintenance"]
+    assert len(backend.store.events(since_s=50.0)) == 5
+    last = backend.store.events(limit=2)
+    assert [e.details["key"] for e in last] == ["3", "4"]  # the newest two, oldest first
+
+
+def test_a_change_and_its_event_commit_together(backend: Backend) -> None:
+    a = backend.node("node-a")
+    backend.store.set_setting(Setting.MAINTENANCE, "on", event=_event(EventKind.MAINTENANCE, details={"on": True}))
+    backend.store.set_priority(a, 5, event=_event(details={"key": "priority"}))
+    backend.store.set_admin_state(a, "stopped", event=_event(EventKind.NODE_STOP))
+    with pytest.raises(ValueError):
+        backend.store.set_setting(Setting.MAINTENANCE, "bad", event=_event(EventKind.MAINTENANCE))
+    with pytest.raises(NotRegistered):
+        backend.store.set_priority(str(uuid.uuid4()), 5, event=_event(EventKind.SETTING))
+    assert [e.kind for e in backend.store.events()] == ["maintenance", "setting", "node_stop"]
+
+
+# --- notifications ------------------------------------------------------------------------------------
+
+WEBHOOK = webhook_to_json(WebhookConfig("https://hooks.example/ha", signed=True))
+EMAIL = email_to_json(EmailConfig(("ops@example.com",), "smtp.example", 587, starttls=True, sender="ha@example.com",
+                                  user="ha"))
+
+
+def test_channels_and_their_sealed_secrets(backend: Backend) -> None:
+    assert backend.store.notify_channels().configured() == []
+    backend.store.set_notify_channel("webhook", WEBHOOK, {"notify_webhook_secret": b"sealed-1"})
+    backend.store.set_notify_channel("email", EMAIL, {"notify_smtp_password": b"sealed-2"},
+                                     event=_event(details={"key": "notify_email"}))
+    channels = backend.store.notify_channels()
+    assert channels.webhook == WebhookConfig("https://hooks.example/ha", True)
+    assert channels.email is not None and channels.email.to == ("ops@example.com",)
+    assert channels.sealed_secret("notify_webhook_secret") == b"sealed-1"
+    backend.store.set_notify_channel("webhook", None, {"notify_webhook_secret": None})
+    channels = backend.store.notify_channels()
+    assert channels.webhook is None and channels.sealed_secret("notify_webhook_secret") is None
+    with pytest.raises(ValueError):
+        backend.store.set_notify_channel("webhook", '{"url": "http://example.com/"}', {})  # plain http, not loopback
+    assert [e.kind for e in backend.store.events()] == ["setting"]
+
+
+def test_the_writer_delivers_and_nobody_else_while_it_is_online(backend: Backend) -> None:
+    a, b = backend.node("node-a"), backend.node("node-b")
+    backend.store.set_notify_channel("webhook", WEBHOOK, {})
+    backend.store.set_notify_channel("email", EMAIL, {})
+    [event_id] = backend.store.record_events([_event(EventKind.TAKEOVER, node_id=a)], deliver_by=a)
+    assert backend.store.events()[-1].deliveries == {"webhook": "pending", "email": "pending"}
+    other = backend.store.claim_deliveries(b, ["webhook", "email"], liveness_s=5.0, claim_s=5.0)
+    assert other.deliveries == () and other.next_due_s is not None  # held by the writer
+    mine = backend.store.claim_deliveries(a, ["webhook"], liveness_s=5.0, claim_s=5.0)
+    assert [(d.channel, d.event["id"], d.event["kind"]) for d in mine.deliveries] == \
+        [("webhook", event_id, "takeover")]
+    seq = mine.deliveries[0].event_seq
+    assert backend.store.finish_delivery(seq, "webhook", a, delivered=True)
+    assert not backend.store.finish_delivery(seq, "webhook", a, delivered=True)  # recorded once
+    assert backend.store.events()[-1].deliveries == {"webhook": "delivered", "email": "pending"}
+
+
+def test_a_silent_claimant_is_taken_over(backend: Backend) -> None:
+    a, b = backend.node("node-a"), backend.node("node-b")
+    backend.store.set_notify_channel("webhook", WEBHOOK, {})
+    backend.store.record_events([_event(EventKind.TAKEOVER, node_id=a)], deliver_by=a)
+    backend.advance(0.4)
+    backend.store.heartbeat(b)
+    taken = backend.store.claim_deliveries(b, ["webhook"], liveness_s=0.3, claim_s=5.0)
+    assert [d.channel for d in taken.deliveries] == ["webhook"]  # node-a fell silent for longer than 0.3 s
+    seq = taken.deliveries[0].event_seq
+    assert not backend.store.finish_delivery(seq, "webhook", a, delivered=True)  # its claim moved on
+    assert backend.store.claim_deliveries(a, ["webhook"], liveness_s=0.3, claim_s=5.0).deliveries == ()
+    assert backend.store.finish_delivery(seq, "webhook", b, delivered=True)
+
+
+def test_a_failed_attempt_is_retried_later_by_anyone(backend: Backend) -> None:
+    a, b = backend.node("node-a"), backend.node("node-b")
+    backend.store.set_notify_channel("webhook", WEBHOOK, {})
+    backend.store.record_events([_event(EventKind.TAKEOVER, node_id=a)], deliver_by=a)
+    [d] = backend.store.claim_deliveries(a, ["webhook"], liveness_s=5.0, claim_s=5.0).deliveries
+    assert backend.store.claim_deliveries(a, ["webhook"], liveness_s=5.0, claim_s=5.0,
+                                          busy=[(d.event_seq, "webhook")]).deliveries == ()
+    assert backend.store.finish_delivery(d.event_seq, "webhook", a, delivered=False, error="HTTP 500",
+                                         retry_in_s=0.3)
+    early = backend.store.claim_deliveries(b, ["webhook"], liveness_s=5.0, claim_s=5.0)
+    assert early.deliveries == () and early.next_due_s is not None and early.next_due_s <= 0.3 + 1e-6
+    backend.advance(0.35)
+    [again] = backend.store.claim_deliveries(b, ["webhook"], liveness_s=5.0, claim_s=5.0).deliveries
+    assert again.attempts == 1
+    assert backend.store.finish_delivery(again.event_seq, "webhook", b, delivered=False, error="HTTP 500")
+    assert backend.store.events()[-1].deliveries == {"webhook": "failed"}  # no retry asked: given up
+
+
+# --- join codes ---------------------------------------------------------------------------------------
+
+
+def _issue(backend: Backend, issuer: str, code: str = "c0de01", secret: bytes = b"s" * 32,
+           lifetime: float = 30.0) -> str:
+    backend.store.issue_join_code(code, secret, issuer, lifetime)
+    return code
+
+
+def test_a_join_code_is_claimed_then_spent_once(backend: Backend) -> None:
+    a = backend.node("node-a")
+    code = _issue(backend, a)
+    with pytest.raises(Conflict):
+        _issue(backend, a)  # the same id twice
+    [info] = backend.store.join_codes()
+    assert (info.code_id, info.issued_by, info.state) == (code, "node-a", CodeState.OUTSTANDING)
+    assert backend.remains(info.expires_in_s, 30.0)
+    assert backend.store.outstanding_join_codes(a) is not None
+    assert backend.store.claim_join_code(code, b"s" * 32, "hw-3", max_failures=5) is ClaimOutcome.OK
+    assert backend.store.claim_join_code(code, b"s" * 32, "hw-3", max_failures=5) is ClaimOutcome.OK  # a retry
+    assert backend.store.claim_join_code(code, b"s" * 32, "hw-4", max_failures=5) is ClaimOutcome.TAKEN
+    with pytest.raises(Conflict, match="another node"):
+        backend.store.use_join_code(code, "hw-4", "node-4")
+    backend.store.use_join_code(code, "hw-3", "node-3")
+    with pytest.raises(Conflict, match="used"):
+        backend.store.use_join_code(code, "hw-3", "node-3")
+    assert backend.store.claim_join_code(code, b"s" * 32, "hw-3", max_failures=5) is ClaimOutcome.USED
+    [info] = backend.store.join_codes()
+    assert (info.state, info.used_by) == (CodeState.USED, "node-3")
+    assert backend.store.outstanding_join_codes(a) is None
+
+
+def test_wrong_secrets_burn_a_code(backend: Backend) -> None:
+    a = backend.node("node-a")
+    code = _issue(backend, a)
+    assert backend.store.claim_join_code("nosuch", b"s" * 32, "hw-3", max_failures=3) is ClaimOutcome.UNKNOWN
+    for _ in range(3):
+        assert backend.store.claim_join_code(code, b"x" * 32, "hw-3", max_failures=3) is ClaimOutcome.UNKNOWN
+    assert backend.store.claim_join_code(code, b"s" * 32, "hw-3", max_failures=3) is ClaimOutcome.REVOKED
+    assert backend.store.join_codes()[0].failures == 3
+
+
+def test_an_expired_or_revoked_code_cannot_be_used(backend: Backend) -> None:
+    a = backend.node("node-a")
+    short = _issue(backend, a, "short1", lifetime=0.2)
+    other = _issue(backend, a, "other1")
+    backend.advance(0.3)
+    assert backend.store.claim_join_code(short, b"s" * 32, "hw-3", max_failures=5) is ClaimOutcome.EXPIRED
+    assert backend.store.revoke_join_code(other)
+    assert not backend.store.revoke_join_code(other)
+    assert not backend.store.revoke_join_code(short)  # expired already
+    assert backend.store.claim_join_code(other, b"s" * 32, "hw-3", max_failures=5) is ClaimOutcome.REVOKED
+    assert {i.code_id: i.state for i in backend.store.join_codes()} == {short: CodeState.EXPIRED,
+                                                                       other: CodeState.REVOKED}
+    assert backend.store.outstanding_join_codes(a) is None
+
+
+def test_a_node_that_leaves_takes_its_codes_along(backend: Backend) -> None:
+    a = _identity("node-a")
+    backend.store.register_node(a, role="standby", product_version="0.0.0")
+    _issue(backend, a.node_id)
+    backend.store.unregister_node(a.node_id, event=_event(EventKind.LEAVE, node="node-a"))
+    assert backend.store.join_codes() == []
+    assert [e.kind for e in backend.store.events()] == ["leave"]
+    with pytest.raises(NotRegistered):
+        backend.store.issue_join_code("c0de02", b"s" * 32, a.node_id, 30.0)

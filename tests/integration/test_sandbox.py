@@ -161,3 +161,46 @@ def test_help_describes_every_subcommand():
         sub = subprocess.run([str(BIN / "appliance-sandbox"), name, "--help"], capture_output=True, text=True,
                              timeout=30, env=ENV, check=False)
         assert sub.returncode == 0 and "--dir" in sub.stdout and len(sub.stdout.splitlines()) > 4
+
+
+def test_a_node_joins_with_a_code_and_a_takeover_reaches_the_notification_receiver(base):
+    """What an admin (or a script) does on the sandbox: leave, add node, join with the code, read the events;
+    the sandbox's receiver gets the takeover once per channel."""
+    up = sandbox(base, "up", "--nodes", "3", "--cluster", "--keepalive", "1", "--notify-sink")
+    assert up.returncode == 0, up.stdout + up.stderr
+    doc = json.loads((base / "sandbox.json").read_text())
+    node1, _node2, node3 = (n["config"] for n in doc["nodes"])
+    assert {n["join"]["host"] for n in doc["nodes"]} == {"127.0.0.1"}
+    out = Path(doc["notify_sink"]["file"])
+
+    left = shell(node3, "ha leave --yes")
+    assert left.returncode == 0, left.stdout + left.stderr
+    added = shell(node1, "ha add node --json")
+    assert added.returncode == 0, added.stderr
+    code = json.loads(added.stdout)["code"]
+    joined = shell(node3, f"ha join --code {code} --yes")
+    assert joined.returncode == 0, joined.stdout + joined.stderr
+    assert doc["remote"]["password"] not in joined.stdout + joined.stderr + added.stdout
+    kinds = [e["kind"] for e in json.loads(shell(node1, "ha get events --json").stdout)["events"]]
+    assert kinds.count("leave") == 1 and kinds.count("join") == 1
+
+    killed = sandbox(base, "kill", "node1")
+    assert killed.returncode == 0
+    deadline = time.monotonic() + 15
+    takeover: list[dict] = []
+    while time.monotonic() < deadline and len(takeover) < 2:
+        lines = [json.loads(x) for x in out.read_text().splitlines()] if out.exists() else []
+        takeover = [x for x in lines if x["event"] and x["event"].get("kind") == "takeover"]
+        time.sleep(0.2)
+    time.sleep(2)
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    takeover = [x for x in lines if x["event"] and x["event"].get("kind") == "takeover"]
+    assert sorted(x["channel"] for x in takeover) == ["email", "webhook"], takeover
+    assert len({x["event"]["id"] for x in takeover}) == 1
+
+    down = sandbox(base, "down")
+    assert down.returncode == 0, down.stderr
+    deadline = time.monotonic() + 10
+    while processes_under(base) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_under(base) == []

@@ -42,14 +42,25 @@ from __future__ import annotations
 
 import heapq
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from appliance.clock import Clock
+from appliance.ha.events import Event, NewEvent
 from appliance.ha.memstore import InMemoryStore
-from appliance.ha.model import Action, ClusterView, Decision, NodeIdentity, Registration
+from appliance.ha.model import (
+    Action,
+    Claimed,
+    ClaimOutcome,
+    ClusterView,
+    Decision,
+    JoinCodeInfo,
+    NodeIdentity,
+    Registration,
+)
+from appliance.ha.notify import Channels
 from appliance.ha.runtime import Runtime
 from appliance.ha.settings import Setting
 from appliance.ha.store import HaStore, NotRegistered, StoreUnavailable
@@ -236,19 +247,19 @@ class NodeStore(HaStore):
     def release(self, node_id: str, epoch: int, handover_to: str | None) -> bool:
         return bool(self._call(self.sim.release, node_id, epoch, handover_to))
 
-    def request_handover(self, target: str | None) -> None:
+    def request_handover(self, target: str | None, *, event: NewEvent | None = None) -> None:
         self._call(self.sim.request_handover, target)
 
-    def set_admin_state(self, node_id: str, state: str) -> None:
+    def set_admin_state(self, node_id: str, state: str, *, event: NewEvent | None = None) -> None:
         self._call(self.sim.set_admin_state, node_id, state)
 
-    def set_setting(self, key: str, value: str) -> None:
+    def set_setting(self, key: str, value: str, *, event: NewEvent | None = None) -> None:
         self._call(self.sim.set_setting, key, value)
 
     def rename(self, node_id: str, name: str) -> None:
         self._call(self.sim.store.rename, node_id, name)
 
-    def set_priority(self, node_id: str, priority: int) -> None:
+    def set_priority(self, node_id: str, priority: int, *, event: NewEvent | None = None) -> None:
         self._call(self.sim.store.set_priority, node_id, priority)
 
     def seed_settings(self, values: dict[Setting, str]) -> None:
@@ -262,8 +273,60 @@ class NodeStore(HaStore):
     def undo_registration(self, me: NodeIdentity, done: Registration) -> None:
         self._call(self.sim.store.undo_registration, me, done)
 
-    def unregister_node(self, node_id: str) -> None:
-        self._call(self.sim.store.unregister_node, node_id)
+    def unregister_node(self, node_id: str, *, event: NewEvent | None = None) -> None:
+        self._call(lambda: self.sim.store.unregister_node(node_id, event=event))
+
+    def set_boot_start(self, node_id: str, mode: str, *, event: NewEvent | None = None) -> None:
+        self._call(lambda: self.sim.store.set_boot_start(node_id, mode, event=event))
+
+    # Events, notifications and join codes: not part of the HA loop; passed on as they are.
+
+    def issue_join_code(self, code_id: str, secret_hash: bytes, issued_by: str, lifetime_s: float) -> None:
+        self._call(self.sim.store.issue_join_code, code_id, secret_hash, issued_by, lifetime_s)
+
+    def join_codes(self) -> list[JoinCodeInfo]:
+        return list(self._call(self.sim.store.join_codes))
+
+    def revoke_join_code(self, code_id: str) -> bool:
+        return bool(self._call(self.sim.store.revoke_join_code, code_id))
+
+    def claim_join_code(self, code_id: str, secret_hash: bytes, hardware_id: str, *,
+                        max_failures: int) -> ClaimOutcome:
+        outcome: ClaimOutcome = self._call(lambda: self.sim.store.claim_join_code(
+            code_id, secret_hash, hardware_id, max_failures=max_failures))
+        return outcome
+
+    def use_join_code(self, code_id: str, hardware_id: str, node_name: str) -> None:
+        self._call(self.sim.store.use_join_code, code_id, hardware_id, node_name)
+
+    def outstanding_join_codes(self, issued_by: str) -> float | None:
+        left: float | None = self._call(self.sim.store.outstanding_join_codes, issued_by)
+        return left
+
+    def record_events(self, events: Sequence[NewEvent], *, deliver_by: str | None) -> list[str]:
+        return list(self._call(lambda: self.sim.store.record_events(events, deliver_by=deliver_by)))
+
+    def events(self, *, since_s: float | None = None, limit: int = 50, kind: str | None = None) -> list[Event]:
+        return list(self._call(lambda: self.sim.store.events(since_s=since_s, limit=limit, kind=kind)))
+
+    def claim_deliveries(self, node_id: str, channels: Sequence[str], *, liveness_s: float, claim_s: float,
+                         limit: int = 8, busy: Sequence[tuple[int, str]] = ()) -> Claimed:
+        claimed: Claimed = self._call(lambda: self.sim.store.claim_deliveries(
+            node_id, channels, liveness_s=liveness_s, claim_s=claim_s, limit=limit, busy=busy))
+        return claimed
+
+    def finish_delivery(self, event_seq: int, channel: str, node_id: str, *, delivered: bool,
+                        error: str | None = None, retry_in_s: float | None = None) -> bool:
+        return bool(self._call(lambda: self.sim.store.finish_delivery(
+            event_seq, channel, node_id, delivered=delivered, error=error, retry_in_s=retry_in_s)))
+
+    def notify_channels(self) -> Channels:
+        channels: Channels = self._call(self.sim.store.notify_channels)
+        return channels
+
+    def set_notify_channel(self, channel: str, config: str | None, secrets: dict[str, bytes | None], *,
+                           event: NewEvent | None = None) -> None:
+        self._call(lambda: self.sim.store.set_notify_channel(channel, config, secrets, event=event))
 
 
 # --- one in-flight tick ------------------------------------------------------------------------------------

@@ -350,3 +350,41 @@ def test_at_most_one_node_acquires_per_view(v: ClusterView) -> None:
     target = v.node(v.lease.handover_to) if v.lease.handover_to else None
     limit = 2 if target is not None and not (target.admin_state == "active" and v.online(target)) else 1
     assert len(winners) <= limit, winners
+
+
+# --- priority 0 and failback ---------------------------------------------------------------------------
+
+
+def _nodes(*specs: tuple[str, int]) -> tuple[NodeState, ...]:
+    return tuple(NodeState(name, name, priority, "standby", "active", 0.1, 1) for name, priority in specs)
+
+
+def test_a_node_of_priority_0_never_takes_the_lease_even_alone() -> None:
+    view = ClusterView(_nodes(("w", 0)), Lease(None, 3, None, None), 1.0, False)
+    decision = decide(view, Local("w"), 100.0)
+    assert decision.action is Action.STAY
+    assert "w online with priority 0 (never primary)" in decision.reason
+
+
+def test_a_primary_given_priority_0_hands_over_or_steps_down() -> None:
+    view = ClusterView(_nodes(("a", 0), ("b", 5)), Lease("a", 3, 1.5, None), 1.0, False)
+    decision = decide(view, Local("a", acting=True, epoch=3, trusted_until=101.0), 100.0)
+    assert (decision.action, decision.target) == (Action.RESIGN, "b")
+    alone = ClusterView(_nodes(("a", 0)), Lease("a", 3, 1.5, None), 1.0, False)
+    decision = decide(alone, Local("a", acting=True, epoch=3, trusted_until=101.0), 100.0)
+    assert (decision.action, decision.target) == (Action.RESIGN, None)
+    released = ClusterView(_nodes(("a", 0)), Lease("a", 3, -0.1, None), 1.0, False)
+    assert decide(released, Local("a"), 100.0).action is Action.STAY  # never renews what it gave up
+
+
+def test_no_failback_by_default_and_failback_when_asked() -> None:
+    nodes = _nodes(("a", 5), ("b", 50))
+    view = ClusterView(nodes, Lease("a", 3, 1.5, None), 1.0, False)
+    local = Local("a", acting=True, epoch=3, trusted_until=101.0)
+    assert decide(view, local, 100.0).action is Action.RENEW  # b is preferred, but a healthy primary stays
+    on = ClusterView(nodes, Lease("a", 3, 1.5, None), 1.0, False, failback=True)
+    decision = decide(on, local, 100.0)
+    assert (decision.action, decision.target) == (Action.RESIGN, "b")
+    assert "failback" in decision.reason
+    paused = ClusterView(nodes, Lease("a", 3, 1.5, None), 1.0, True, failback=True)
+    assert decide(paused, local, 100.0).action is Action.RENEW  # maintenance: nothing moves

@@ -1,4 +1,4 @@
--- Schema v4: a node's name is a host name (RFC 1123: dot-separated labels of letters, digits and
+-- Schema v5: a node's name is a host name (RFC 1123: dot-separated labels of letters, digits and
 -- hyphens, 1-63 characters each, no hyphen at either end, at most 253 in all, the last label not all
 -- digits), the rule of appliance.names.check_node_name. So a name stored here can never carry a control
 -- character, an escape sequence or a newline into a table, a message or a log on any node.
