@@ -297,21 +297,9 @@ class AddressPrefix(ParamType):
     metavar = "<ADDR/PREFIX>"
 
     def parse(self, text: str) -> str:
-        import ipaddress
+        from appliance.net.addresses import parse_host_address  # ipaddress: only when an address is typed
 
-        if "/" not in text:
-            raise ValueError("needs a prefix length (ADDR/PREFIX, for example 192.0.2.10/24)")
-        try:
-            iface = ipaddress.ip_interface(text)
-        except ValueError:
-            raise ValueError("must be an IPv4 or IPv6 address with a prefix length (ADDR/PREFIX)") from None
-        ip = iface.ip
-        if ip.is_loopback or ip.is_multicast or ip.is_unspecified or ip.is_link_local:
-            raise ValueError("must be a unicast address (not loopback, multicast, link-local or unspecified)")
-        net = iface.network
-        if ip.version == 4 and net.prefixlen < 31 and ip in (net.network_address, net.broadcast_address):
-            raise ValueError(f"is the {'network' if ip == net.network_address else 'broadcast'} address of {net}")
-        return str(iface)
+        return str(parse_host_address(text))
 
 
 class IpList(ParamType):
