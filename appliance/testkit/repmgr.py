@@ -88,15 +88,23 @@ class RepmgrPair:
         ssh = self.bin_dir / "ssh"
         ssh.write_text(_SSH_STANDIN.format(python=sys.executable))
         ssh.chmod(0o755)
+        self.nodes: list[RepmgrNode] = []
+        try:
+            self._set_up(superuser_password)
+        except BaseException:
+            self.destroy()  # a failed set-up leaves no repmgrd or PostgreSQL running
+            raise
+
+    def _set_up(self, superuser_password: str) -> None:
         settings = {"shared_preload_libraries": "repmgr", "wal_log_hints": True}
-        primary = PgCluster.init(base, superuser_password=superuser_password, name="db1", settings=settings)
+        primary = PgCluster.init(self.base, superuser_password=superuser_password, name="db1", settings=settings)
+        self.nodes.append(RepmgrNode(1, primary, self._write_conf(1, primary)))
         primary.hba_lines = ["host repmgr repmgr 127.0.0.1/32 trust", "host replication repmgr 127.0.0.1/32 trust",
                              *primary.hba_lines]
         primary.write_config()
         primary.start()
         primary.create_role("repmgr", superuser=True, replication=True)
         primary.create_database("repmgr", owner="repmgr")
-        self.nodes = [RepmgrNode(1, primary, self._write_conf(1, primary))]
         self._repmgr(self.nodes[0], "primary", "register")
         standby = primary.add_standby("db2")
         self.nodes.append(RepmgrNode(2, standby, self._write_conf(2, standby)))
