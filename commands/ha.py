@@ -424,19 +424,20 @@ GROUPS = {
 COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(("ha", "get", "nodes"), "list the app nodes and the database nodes of the cluster", get_nodes,
                 detail="(*) marks the node you are on. Status: online = heard from within two keepalive\n"
-                "intervals. Latency: median of three round trips to each database host."),
-    CommandSpec(("ha", "get", "status"), "show this node's HA state, role, epoch and database target", get_status),
+                "intervals. Latency: median of three round trips to each database host.", via_agent=True),
+    CommandSpec(("ha", "get", "status"), "show this node's HA state, role, epoch and database target", get_status,
+                via_agent=True),
     CommandSpec(
         ("ha", "set", "keepalive-interval"), "set the cluster's heartbeat interval (every node follows)",
         set_keepalive, params=(Param("seconds", "interval in seconds", Integer(1, 30, metavar="<SECONDS>"),
                                      flag=False, required=True),),
-        changes_state=True, confirm=True,
+        changes_state=True, confirm=True, via_agent=True,
     ),
     CommandSpec(
         ("ha", "set", "db-check-interval"), "set how often every node asks every database host its role",
         set_db_check, params=(Param("seconds", "interval in seconds", Integer(1, 30, metavar="<SECONDS>"),
                                     flag=False, required=True),),
-        changes_state=True, confirm=True,
+        changes_state=True, confirm=True, via_agent=True,
         detail="Each agent keeps a connection to every configured database host and asks it, at this\n"
         "interval or at the keepalive interval if that is shorter, whether it is read-write and on which\n"
         "timeline. A database failover is followed, and a second read-write node (a split brain) is seen,\n"
@@ -446,27 +447,28 @@ COMMANDS: tuple[CommandSpec, ...] = (
         ("ha", "set", "vip"), "set the cluster's virtual IP, held by the acting primary", set_vip,
         params=(Param("address", "the address and its prefix length (IPv4 or IPv6)", VipAddress(), flag=False,
                       required=True),),
-        changes_state=True, confirm=True,
+        changes_state=True, confirm=True, via_agent=True,
         detail="The acting primary adds the address on the interface its configuration names ([vip]\n"
         "interface), announces it (gratuitous ARP, unsolicited neighbour advertisement) and deletes it\n"
         "when it stops acting, at the latest at its fence deadline, even if its agent is frozen.",
     ),
     CommandSpec(("ha", "unset", "vip"), "remove the cluster's virtual IP (the primary deletes it)", unset_vip,
-                changes_state=True, confirm=True),
+                changes_state=True, confirm=True, via_agent=True),
     CommandSpec(
         ("ha", "switchover"), "hand the primary role to another node now (planned)", switchover,
         params=(Param("to", "the node to hand over to (default: the best online standby)",
                       NodeName(metavar="<NODE>", max_len=63)),),
-        changes_state=True, confirm=True,
+        changes_state=True, confirm=True, via_agent=True,
     ),
     CommandSpec(
         ("ha", "maintenance"), "pause or resume automatic failover cluster-wide", maintenance,
         params=(Param("mode", "enable or disable", Choice(("enable", "disable")), flag=False, required=True),),
-        changes_state=True, confirm=True,
+        changes_state=True, confirm=True, via_agent=True,
     ),
-    CommandSpec(("ha", "stop"), "take this node out of the cluster (STOP)", stop, changes_state=True, confirm=True),
+    CommandSpec(("ha", "stop"), "take this node out of the cluster (STOP)", stop, changes_state=True, confirm=True,
+                via_agent=True),
     CommandSpec(("ha", "start"), "bring this node back into the cluster (SECOND)", start, changes_state=True,
-                confirm=True),
+                confirm=True, via_agent=True),
     CommandSpec(
         ("ha", "add", "node"), "print a one-time join code for a new node (ha join --code on it)", add_node,
         params=(Param("expires", "minutes the code stays valid (default 30, at most 24 h)",
@@ -501,21 +503,22 @@ COMMANDS: tuple[CommandSpec, ...] = (
         ("ha", "set", "priority"), "set a node's priority (0: never primary; higher: preferred)", set_priority,
         params=(Param("priority", "0-1000000", Integer(0, 1_000_000, metavar="<N>"), flag=False, required=True),
                 Param("node", "the node (default: this one)", NodeName(metavar="<NODE>", max_len=63))),
-        changes_state=True, confirm=True, preflight=priority_preview,
+        changes_state=True, confirm=True, preflight=priority_preview, via_agent=True,
         detail="When the lease is free the online node of highest priority takes it. A primary of priority 0\n"
         "hands its role over. A preferred node coming back does not take over a healthy primary unless\n"
         "'ha set failback on'.",
     ),
     CommandSpec(("ha", "set", "failback"), "let a preferred node coming back take the primary role over",
                 set_failback, params=(Param("mode", "on or off (default off)", Choice(("on", "off")), flag=False,
-                                            required=True),), changes_state=True, confirm=True),
+                                            required=True),), changes_state=True, confirm=True,
+                via_agent=True),
     CommandSpec(
         ("ha", "set", "boot-start"), "what a node does after a reboot: standby, stay STOP, or keep its state",
         set_boot_start,
         params=(Param("mode", "enabled, disabled or keep", Choice(("enabled", "disabled", "keep")), flag=False,
                       required=True),
                 Param("node", "the node (default: this one)", NodeName(metavar="<NODE>", max_len=63))),
-        changes_state=True, confirm=True,
+        changes_state=True, confirm=True, via_agent=True,
         detail="Applied by the node's agent when it starts, before it decides anything: enabled = take part\n"
         "as a standby (default), disabled = stay out of the cluster (STOP) until 'ha start', keep = as before.",
     ),
