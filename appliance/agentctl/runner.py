@@ -67,6 +67,19 @@ class Runner:
         self._plans: dict[str, _Kept] = {}
         self._lock = threading.Lock()
 
+    def command_name(self, words: Words) -> str:
+        """The command words at the start of ``words`` (for the log: never a value, which may be a secret)."""
+        node, path, name = self.registry.root, [], "?"
+        for text, quoted in words:
+            child = None if quoted else node.children.get(text)
+            if child is None:
+                break
+            node = child
+            path.append(text)
+            if node.command is not None:
+                name = " ".join(path)
+        return name
+
     def _context(self) -> Context:
         env = Env(stdin=io.StringIO(""), stdout=io.StringIO(), stderr=io.StringIO(), environ={}, clock=self.clock,
                   stdin_isatty=False, stdout_isatty=False, getpass=_refuse_getpass)

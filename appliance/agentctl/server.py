@@ -213,7 +213,7 @@ class ControlServer:
             logger.info("control socket: uid %d (pid %d): %s", uid, pid, exc)
             self._answer_and_close(conn, {"error": f"bad request: {exc}", "status": int(ExitStatus.USAGE)})
             return
-        what = " ".join(text for text, quoted in words[:4] if not quoted and not text.startswith("-"))[:80]
+        what = self.runner.command_name(words)
         started = time.monotonic()
         status: int | str = "error"
         conn.settimeout(self.conf().request_timeout_s)
@@ -234,12 +234,10 @@ class ControlServer:
                     status = answer["end"]
         except OSError:
             raise
-        except BaseException as exc:  # answered as one line; a bug is logged with its traceback
-            answer = error_answer(exc, secrets, what or verb)
+        except Exception as exc:  # answered as one line; a bug is logged with its traceback
+            answer = error_answer(exc, secrets, what)
             status = answer["status"]
             conn.sendall(encode(answer))
-            if not isinstance(exc, Exception):
-                raise
         finally:
             if verb != "hello":
                 logger.info("control socket: %s (uid %d, pid %d) %s '%s' -> %s in %d ms", user_name(uid), uid, pid,
