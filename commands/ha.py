@@ -473,7 +473,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
         ("ha", "add", "node"), "print a one-time join code for a new node (ha join --code on it)", add_node,
         params=(Param("expires", "minutes the code stays valid (default 30, at most 24 h)",
                       Integer(1, 1440, metavar="<MINUTES>"), default=30),
-                Param("json", 'print {"code": ..., "expires": ...} (for scripts)')),
+                Param("json", 'print {"code": ..., "expires": ...} (for scripts)')), via_agent=True,
         # No question: scripts chain it (code=$(ssh ems@node1 'ha add node --json')). It changes no setting
         # and no node; the code grants nothing until it is used, expires by itself and can be revoked.
         detail="The code names this node's join service (a TLS listener of its agent, open only while codes\n"
@@ -485,17 +485,18 @@ COMMANDS: tuple[CommandSpec, ...] = (
         ("ha", "join"), "make this standalone node a standby of a cluster, with a join code", join,
         params=(Param("code", "the join code 'ha add node' printed ('-' reads it from standard input)",
                       Secret(metavar="<CODE>", max_len=600), required=True),),
-        changes_state=True, confirm=True, preflight=join_preview,
+        changes_state=True, confirm=True, preflight=join_preview, via_agent=True,
         detail="Fetches the cluster's credentials from the issuing node's join service, then does what\n"
         "'redirect --is_secondary_node' does (the same checks first, the same rollback on any failure).",
     ),
-    CommandSpec(("ha", "get", "join-codes"), "list the join codes (never their secret)", get_join_codes),
+    CommandSpec(("ha", "get", "join-codes"), "list the join codes (never their secret)", get_join_codes,
+                via_agent=True),
     CommandSpec(("ha", "revoke", "join-code"), "cancel a join code that was not used yet", revoke_join_code,
                 params=(Param("id", "the code's id (ha get join-codes)", CodeId(), flag=False, required=True),),
-                changes_state=True, confirm=True),
+                changes_state=True, confirm=True, via_agent=True),
     CommandSpec(
         ("ha", "leave"), "take this node out of the cluster, back to its own local database", leave,
-        changes_state=True, confirm=True, preflight=leave_preview,
+        changes_state=True, confirm=True, preflight=leave_preview, via_agent=True,
         detail="The node runs standalone on its local database again (its data there untouched) and is\n"
         "removed from the cluster. The acting primary hands its role over first; any failure rolls back.",
     ),
@@ -526,7 +527,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
         ("ha", "get", "events"), "list the cluster's HA events (takeovers, switchovers, settings...)", get_events,
         params=(Param("since", "only this recent (90s, 10m, 2h, 7d)", Duration()),
                 Param("limit", "at most this many, the newest (default 50)", Integer(1, 10000), default=50),
-                Param("kind", "only this kind", Choice(EVENT_KINDS))),
+                Param("kind", "only this kind", Choice(EVENT_KINDS))), via_agent=True,
     ),
     CommandSpec(
         ("ha", "set", "notify", "webhook"), "POST every HA event as JSON to a URL", set_notify_webhook,
@@ -544,11 +545,11 @@ COMMANDS: tuple[CommandSpec, ...] = (
                 Param("from", "the sender address", Address()),
                 Param("smtp_user", "log in as this user", Text(metavar="<USER>", max_len=128)),
                 Param("smtp_pass", "its password; '-' reads it from standard input", Secret())),
-        changes_state=True, confirm=True,
+        changes_state=True, confirm=True, via_agent=True,
     ),
     CommandSpec(("ha", "unset", "notify"), "stop sending HA events to a webhook or by e-mail", unset_notify,
                 params=(Param("channel", "webhook or email", Choice(("webhook", "email")), flag=False,
-                              required=True),), changes_state=True, confirm=True),
+                              required=True),), changes_state=True, confirm=True, via_agent=True),
     CommandSpec(("ha", "test", "notify"), "send a test notification on every channel now and report each",
-                test_notify),
+                test_notify, via_agent=True),
 )
