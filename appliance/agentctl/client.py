@@ -9,7 +9,7 @@ not running (no socket, nobody listening) or not answering in time (frozen) is
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -80,6 +80,14 @@ class AgentClient:
             while True:
                 try:
                     message = next(answers)
+                    if "out" in message:
+                        out.write(str(message["out"]))
+                    elif "line" in message:
+                        out.write(str(message["line"]) + "\n")
+                        out.flush()
+                    elif "end" in message:
+                        out.flush()
+                        break
                 except StopIteration:
                     raise self._broken("the agent ended the answer early") from None
                 except KeyboardInterrupt:
@@ -87,15 +95,10 @@ class AgentClient:
                         raise
                     cancelled = True
                     self._cancel()
-                    continue
-                if "out" in message:
-                    out.write(str(message["out"]))
-                elif "line" in message:
-                    out.write(str(message["line"]) + "\n")
-                    out.flush()
-                elif "end" in message:
-                    out.flush()
-                    return exit_status(message["end"])
+        status = exit_status(message["end"])
+        if status is ExitStatus.INTERRUPTED:
+            raise KeyboardInterrupt  # reported as a Ctrl-C here is: "interrupted", 130
+        return status
 
     # --- the connection -------------------------------------------------------------------------
 
@@ -106,9 +109,8 @@ class AgentClient:
         except TimeoutError:
             sock.close()
             raise self._frozen() from None
-        except OSError as exc:
-            sock.close()
-            raise AgentDown(f"the agent closed its control socket {self.path} ({exc.strerror})", hint=HINT) from None
+        except OSError:
+            pass  # the agent answered and closed before reading (a refused peer): its answer is read below
         self._sock = sock
         return _Exchange(self, sock)
 
@@ -156,20 +158,25 @@ class AgentClient:
 
 
 class _Exchange:
-    """The answers to one request, as a context manager that closes the connection."""
+    """The answers to one request: an iterator that survives a Ctrl-C (the next call reads on), as a
+    context manager that closes the connection."""
 
     def __init__(self, client: AgentClient, sock: socket.socket) -> None:
         self.client, self.sock = client, sock
+        self.reader = LineReader(MAX_ANSWER)
+        self.pending: list[bytes] = []
 
-    def __enter__(self) -> Iterator[dict[str, Any]]:
-        return self._answers()
+    def __enter__(self) -> _Exchange:
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.sock.close()
 
-    def _answers(self) -> Iterator[dict[str, Any]]:
-        reader = LineReader(MAX_ANSWER)
-        while True:
+    def __iter__(self) -> _Exchange:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        while not self.pending:
             try:
                 data = self.sock.recv(65536)
             except TimeoutError:
@@ -177,13 +184,16 @@ class _Exchange:
             except OSError as exc:
                 raise self.client._broken(f"the agent dropped the connection ({exc.strerror})") from None
             if not data:
-                return
+                raise StopIteration
             try:
-                lines = reader.feed(data)
-                for line in lines:
-                    message = decode(line)
-                    if "error" in message:
-                        raise RemoteError(str(message["error"]), message.get("hint"), int(message.get("status", 1)))
-                    yield message
+                self.pending = self.reader.feed(data)
             except ProtocolError as exc:
                 raise InternalError(f"the agent's answer is not understood: {exc}", hint=HINT) from None
+        line = self.pending.pop(0)
+        try:
+            message = decode(line)
+        except ProtocolError as exc:
+            raise InternalError(f"the agent's answer is not understood: {exc}", hint=HINT) from None
+        if "error" in message:
+            raise RemoteError(str(message["error"]), message.get("hint"), int(message.get("status", 1)))
+        return message

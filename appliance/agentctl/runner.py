@@ -158,6 +158,9 @@ class Runner:
                     line = next(lines)
             except StopIteration:
                 break
+            except KeyboardInterrupt:  # the producer rolled back and passed the Ctrl-C on, as in the shell
+                yield {"end": int(ExitStatus.INTERRUPTED)}
+                return
             yield {"line": line}
         yield {"end": int(stream.status())}
 

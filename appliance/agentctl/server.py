@@ -228,10 +228,18 @@ class ControlServer:
                 return
             if verb == "cancel":
                 raise ProtocolError("cancel outside a run")
+            gone = False
             for answer in self.runner.run(uid, words, secrets, token, lambda: _cancelled(conn)):
-                conn.sendall(encode(answer))
                 if "end" in answer:
                     status = answer["end"]
+                if gone:
+                    continue
+                try:
+                    conn.sendall(encode(answer))
+                except OSError:
+                    # The shell went away (Ctrl-C twice, a dropped SSH session): the command is told at its
+                    # next line and runs to its end (a redirect's rollback), unheard but complete.
+                    gone = True
         except OSError:
             raise
         except Exception as exc:  # answered as one line; a bug is logged with its traceback

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.db import schema as S
 from appliance.services import ProcessServices
 from appliance.testkit.agentproc import BIN, AgentProcess, add_control_socket
 from appliance.testkit.nodes import Node, Remote
@@ -251,5 +253,38 @@ def test_redirect_through_the_socket_stores_the_credentials_and_the_password_sho
         assert "(uid 0, pid " in log and "preview 'redirect' -> preview" in log and "run 'redirect' -> 0" in log
     finally:
         node.sh("ha leave --yes")
+        pg_primary.drop_database(remote.dbname)
+        pg_primary.drop_role(remote.user)
+
+
+def test_ctrl_c_during_a_redirect_through_the_socket_rolls_back_in_the_agent(socket_node, pg_primary) -> None:
+    node, agent = socket_node
+    remote = Remote(pg_primary)
+    before = node.targets()
+    try:
+        with pg_primary.connect(dbname=remote.dbname) as holder:
+            holder.execute("SELECT pg_advisory_lock(%s)", (S.lock_key("appliance"),))
+            shell_proc = node.popen("appliance-shell", "-c", f"redirect --db_host 127.0.0.1 --db_port {remote.port} "
+                                    f"--db_user {remote.user} --db_name {remote.dbname} --db_pass - "
+                                    "--is_primary_node --yes", stdin=True)
+            assert shell_proc.stdin is not None and shell_proc.stdout is not None
+            shell_proc.stdin.write(remote.password + "\n")
+            shell_proc.stdin.close()
+            seen = ""
+            while "holds the deployment lock" not in seen:
+                line = shell_proc.stdout.readline()
+                assert line, seen + (shell_proc.stderr.read() if shell_proc.stderr else "")
+                seen += line
+            shell_proc.send_signal(signal.SIGINT)  # Ctrl-C in the shell: it asks the agent to stop
+            time.sleep(0.5)
+            holder.execute("SELECT pg_advisory_unlock(%s)", (S.lock_key("appliance"),))
+        shell_proc.stdin = None  # written and closed above
+        out, err = shell_proc.communicate(timeout=60)
+        shown = seen + out
+        assert "interrupted (Ctrl-C)" in shown and "Rolled back" in shown, shown + err + agent.log.read_text()
+        assert "is now the primary" not in shown and "Traceback" not in shown + err
+        assert shell_proc.returncode == 130 and err.strip() == "interrupted"  # as without a socket
+        assert node.targets() == before  # the agent kept the old credentials
+    finally:
         pg_primary.drop_database(remote.dbname)
         pg_primary.drop_role(remote.user)
