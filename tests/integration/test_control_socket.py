@@ -288,3 +288,24 @@ def test_ctrl_c_during_a_redirect_through_the_socket_rolls_back_in_the_agent(soc
     finally:
         pg_primary.drop_database(remote.dbname)
         pg_primary.drop_role(remote.user)
+
+
+def test_an_agent_started_before_the_node_is_initialised_serves_at_once_and_runs_it_after_init(
+        home: Path, pg_primary) -> None:
+    node = Node(home, "node1", pg_primary)
+    add_control_socket(node.config_path, node.dir / "control.sock")
+    agent = AgentProcess(node.config_path, node.dir / "control.sock", node.dir / "agent.log")  # first boot's order
+    try:
+        early = node.sh("ha get status")
+        assert early.returncode == 1 and "not initialised" in early.stderr  # answered, by the idle agent
+        assert agent.proc.poll() is None
+        node.init()  # appliance-admin init, while the agent waits
+        deadline = time.monotonic() + 30
+        running = re.compile(rf"^Agent\s+: running \(pid {agent.pid}\)", re.M)  # it left idle and ticks
+        while not running.search((done := node.sh("ha get status")).stdout) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert done.returncode == 0 and running.search(done.stdout), done.stdout + done.stderr
+        assert "idle, serving the control socket: this node is not initialised" in agent.log.read_text()
+    finally:
+        agent.stop()
+        ProcessServices(node.config).stop()
