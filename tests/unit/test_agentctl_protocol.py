@@ -11,11 +11,15 @@ import pytest
 
 from appliance.agentctl.client import AgentClient
 from appliance.agentctl.protocol import LineReader, ProtocolError, check_request, decode, encode, exit_status
-from appliance.agentctl.runner import Runner
+from appliance.agentctl.runner import Runner, error_answer
 from appliance.agentctl.server import ControlServer, allowed_uids
 from appliance.clock import SystemClock
 from appliance.config import AgentConfig, Config
 from appliance.errors import ExitStatus
+from appliance.shell.context import Context
+from appliance.shell.result import Result
+from appliance.shell.spec import Args, CommandSpec, Param, Registry
+from appliance.shell.types import Secret
 from commands import build_registry
 
 
@@ -62,3 +66,20 @@ def test_a_socket_path_longer_than_sun_path_still_works() -> None:
         assert not path.exists()  # removed on close
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _boom(ctx: Context, args: Args) -> Result:
+    raise RuntimeError(f"a bug that puts {args['pw']} in its message")
+
+
+def test_a_bug_in_a_served_command_is_one_line_for_the_shell_and_a_masked_traceback_in_the_log(caplog) -> None:
+    registry = Registry([CommandSpec(("boom",), "fails", _boom, params=(Param("pw", "a secret", Secret()),),
+                                     via_agent=True)])
+    runner = Runner(registry, lambda: Config(), SystemClock())
+    assert runner.command_name([("boom", False), ("--pw", False), ("Hunter-2-x", False)]) == "boom"
+    try:
+        list(runner.run(0, [("boom", False)], {"pw": "Hunter-2-x"}, None, lambda: False))
+    except RuntimeError as exc:
+        answer = error_answer(exc, {"pw": "Hunter-2-x"}, "boom")
+    assert answer["error"].startswith("internal error") and answer["status"] == 1
+    assert "Hunter-2-x" not in caplog.text and "a bug that puts ******** in its message" in caplog.text
