@@ -28,6 +28,7 @@ bench: setup
 	.venv/bin/python bench/redirect.py
 	.venv/bin/python bench/ha_failover.py --quick
 	.venv/bin/python bench/client_failover.py
+	.venv/bin/python bench/input_bounds.py
 
 readme: setup
 	.venv/bin/python scripts/gen_reference.py --write

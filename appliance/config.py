@@ -102,7 +102,7 @@ class DatabaseConfig:
 
     name: str = "appliance"
     schema_prefix: str = ""
-    sslmode: str = "prefer"
+    sslmode: str = "require"
     connect_timeout_s: int = 5
     statement_timeout_s: int = 30
     lock_wait_s: int = 60

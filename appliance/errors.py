@@ -21,7 +21,9 @@ class ExitStatus(IntEnum):
     USAGE = 2  # usage or validation error: nothing was executed
     NOT_CONFIRMED = 3  # confirmation needed but not given (no terminal and no --yes, or answered no)
     AGENT_DOWN = 4  # the node's agent did not answer on its control socket (stopped, frozen)
+    HANGUP = 129  # the session hung up during the command (SIGHUP): interrupted like Ctrl-C
     INTERRUPTED = 130  # Ctrl-C / SIGINT
+    TERMINATED = 143  # SIGTERM during the command: interrupted like Ctrl-C
 
 
 class ApplianceError(Exception):

@@ -3,8 +3,9 @@
 * ``<state_dir>/node-id``: a UUID made at initialisation; the node's key in the cluster registry.
 * ``<state_dir>/hardware-id``: the stable hardware id (see :mod:`appliance.identity`).
 * The encrypted credential set (:mod:`appliance.credentials`): ``origin`` (the node's own PostgreSQL) and
-  one file per consuming service holding the *active* target: where the node's data lives now,
-  the schema, the cluster id and the role it registered with. Writing that set is the single,
+  one file per consuming service holding the *active* target: where the node's data lives now (with
+  its TLS mode and CA, used by every later connection: agent, shell, reports), the schema, the
+  cluster id and the role it registered with. Writing that set is the single,
   atomic switch of "which database and which role"; nothing else records it.
 """
 
@@ -22,6 +23,7 @@ from appliance.errors import NotConfigured
 from appliance.ha.model import NodeIdentity
 from appliance.hostname import backend_for
 from appliance.identity import hardware_id
+from appliance.names import check_node_name
 
 ORIGIN = "origin"
 
@@ -40,15 +42,15 @@ class ActiveTarget:
         t = self.target
         return {
             "hosts": list(t.hosts), "ports": list(t.ports), "user": t.user, "password": t.password,
-            "dbname": t.dbname, "sslmode": t.sslmode, "schema": self.schema, "cluster_id": self.cluster_id,
-            "role": self.role, "local": self.local,
+            "dbname": t.dbname, "sslmode": t.sslmode, "sslrootcert": t.sslrootcert, "schema": self.schema,
+            "cluster_id": self.cluster_id, "role": self.role, "local": self.local,
         }
 
     @classmethod
     def from_payload(cls, data: Any) -> ActiveTarget:
         target = DbTarget(
             hosts=tuple(data["hosts"]), ports=tuple(data["ports"]), user=data["user"], password=data["password"],
-            dbname=data["dbname"], sslmode=data["sslmode"],
+            dbname=data["dbname"], sslmode=data["sslmode"], sslrootcert=data.get("sslrootcert"),
         )
         return cls(target, data["schema"], data["cluster_id"], data["role"], bool(data["local"]))
 
@@ -60,7 +62,8 @@ def node_id_path(config: Config) -> Path:
 def identity(config: Config) -> NodeIdentity:
     """This node's identity.
 
-    :raises NotConfigured: the node was never initialised.
+    :raises NotConfigured: the node was never initialised, or its hostname is not a valid node name
+        (the cluster registry would refuse it).
     """
     try:
         node_id = str(uuid.UUID(node_id_path(config).read_text(encoding="ascii").strip()))
@@ -69,7 +72,13 @@ def identity(config: Config) -> NodeIdentity:
             "this node is not initialised (no node id)",
             hint="run `appliance-admin init` (first boot does it) before joining a cluster",
         ) from None
-    return NodeIdentity(node_id, hardware_id(config.paths.state_dir), backend_for(config).get())
+    name = backend_for(config).get()
+    try:
+        check_node_name(name)
+    except ValueError as exc:
+        raise NotConfigured(f"this node's hostname {name!r} cannot name it in the cluster: it {exc}",
+                            hint="set a valid one with 'system set hostname NAME'") from None
+    return NodeIdentity(node_id, hardware_id(config.paths.state_dir), name)
 
 
 def read_targets(config: Config) -> tuple[ActiveTarget, ActiveTarget]:

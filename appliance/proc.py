@@ -7,12 +7,13 @@ absolute path from the configuration, and children get a fixed, minimal environm
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from appliance.errors import CommandFailed, NotConfigured
+from appliance.interrupts import sigint_handled
 
 if TYPE_CHECKING:
     import subprocess
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 CHILD_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "LANG": "C"}
 # Grace for a child to finish (print its summary) after it was asked to stop, before it is killed.
 STOP_GRACE_S = 3.0
+MAX_LINE = 4096  # a line of a child's output is cut there (a child cannot make the shell hold more)
 
 
 def tool_argv(tool: Path, args: Sequence[str]) -> list[str]:
@@ -55,36 +57,19 @@ def run_tool(tool: Path, args: Sequence[str], *, timeout_s: float) -> str:
     return done.stdout
 
 
-@contextmanager
-def sigint_handled(handler: Callable[[int, Any], Any] | int) -> Iterator[None]:
-    """Handle SIGINT (Ctrl-C) with ``handler`` (or ``signal.SIG_IGN``) for the block, then restore it.
-
-    Outside the main thread signals cannot be changed; the block then runs with the handler as it was.
-    """
-    import signal
-
-    try:
-        previous = signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 class ChildLines:
-    """A program's output (stdout and stderr merged) as lines, as they come; bounded in time.
+    """A program's output (stdout and stderr merged) as lines, as they come; bounded in time and size.
 
     Iterate once. The whole run is capped at ``deadline_s`` (then the child is killed); a Ctrl-C
     while it runs asks it to stop with ``stop_signal`` (ping prints its summary on SIGINT), and
     kills it if it has not stopped within :data:`STOP_GRACE_S`. ``returncode`` is set at the end;
-    ``timed_out`` says whether the deadline killed it.
+    ``timed_out`` says whether the deadline killed it; ``interrupted`` whether Ctrl-C stopped it. With
+    ``errors_apart`` standard error is not merged: its lines (the program's own complaints, at most
+    :data:`MAX_LINE` characters) are in ``errors`` at the end, for the caller to report as an error.
     """
 
     def __init__(self, argv: list[str], *, deadline_s: float, stop_signal: int | None = None,
-                 env: Mapping[str, str] = CHILD_ENV) -> None:
+                 env: Mapping[str, str] = CHILD_ENV, errors_apart: bool = False) -> None:
         import signal
         import subprocess  # only when a program actually runs: keeps the shell's start-up fast
 
@@ -94,8 +79,10 @@ class ChildLines:
         self.returncode: int | None = None
         self.timed_out = False
         self.interrupted = False  # a Ctrl-C asked it to stop
+        self.errors: list[str] = []
         self.proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE if errors_apart else subprocess.STDOUT,
             env=dict(env), text=True, errors="replace", close_fds=True,
         )
 
@@ -104,13 +91,16 @@ class ChildLines:
         assert proc.stdout is not None
         with self._deadline(), self._ctrl_c_stops():
             try:
-                for line in proc.stdout:
+                while line := proc.stdout.readline(MAX_LINE):
                     yield line.rstrip("\n")
             finally:
                 if proc.poll() is None:
                     proc.kill()
                 self.returncode = proc.wait(timeout=STOP_GRACE_S)
                 proc.stdout.close()
+                if proc.stderr is not None:
+                    self.errors = proc.stderr.read(MAX_LINE).splitlines()
+                    proc.stderr.close()
 
     @contextmanager
     def _deadline(self) -> Iterator[None]:

@@ -24,13 +24,15 @@ from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from cryptography import x509
+
 from appliance import __version__, credentials
 from appliance.clock import Clock
 from appliance.config import Config
 from appliance.db import schema as S
 from appliance.db.connect import connect
 from appliance.db.errors import error_from_exception
-from appliance.db.target import DbTarget, Timeouts
+from appliance.db.target import SYSTEM_CA, DbTarget, Timeouts
 from appliance.errors import CommandFailed, Conflict, NotConfigured, Unavailable, UsageError
 from appliance.ha.dbmonitor import FollowedFile, target_key
 from appliance.ha.dbnodes import Followed, HostState
@@ -72,6 +74,8 @@ class Request:
     prefix: str
     role: str  # primary | standby
     upgrade: bool = False
+    sslmode: str = "require"
+    sslrootcert: str | None = None  # an absolute path, "system", or None
     join: JoinTicket | None = None
 
 
@@ -89,6 +93,7 @@ class Plan:
     server: str
     action: str  # deploy | upgrade | verify
     writer: HostState | None = None  # of a multi-host target: the node written to (by the agent's rule)
+    encrypted: bool = True  # the pre-flight's connection used TLS
 
     def summary(self) -> str:
         role = "primary" if self.request.role == "primary" else "secondary (standby)"
@@ -100,15 +105,78 @@ class Plan:
         now = "its local database" if self.active.local else f"{self.active.target.describe()}"
         join = self.request.join
         if join is not None:
-            return "\n".join([
+            lines = [
                 f"Node {self.me.name} will join cluster {join.cluster_id} as secondary (standby) with join code "
                 f"{join.code_id} of {join.issuer}: it moves from {now} to {self.target.describe()} ({self.server}).",
                 f"It will {what}, register this node, store the credentials encrypted and restart its services.",
-            ])
-        return "\n".join([
-            f"Node {self.me.name} will move from {now} to {self.target.describe()} ({self.server}) as {role}.",
-            f"It will {what}, register this node, store the credentials encrypted and restart its services.",
-        ])
+            ]
+        else:
+            lines = [
+                f"Node {self.me.name} will move from {now} to {self.target.describe()} ({self.server}) as {role}.",
+                f"It will {what}, register this node, store the credentials encrypted and restart its services.",
+            ]
+        warning = tls_warning(self.target, self.encrypted)
+        return "\n".join([*lines, warning] if warning else lines)
+
+
+_FIX = "--db_sslmode verify-full --db_sslrootcert PATH (the CA that signed the server's certificate, or system)"
+
+
+def tls_warning(target: DbTarget, encrypted: bool) -> str | None:
+    """One line saying the server is not verified, and the flags that fix it; None when it is."""
+    mode = target.sslmode
+    if target.verified:
+        return None
+    if not encrypted:
+        return (f"Warning: the connection is not encrypted and the server is not verified (sslmode={mode}); "
+                f"use {_FIX}.")
+    if mode == "verify-ca":
+        return ("Warning: the server's certificate is checked but not its host name (sslmode=verify-ca); "
+                "use --db_sslmode verify-full.")
+    return (f"Warning: the connection is encrypted but the server is not verified (sslmode={mode}: any "
+            f"certificate is accepted); use {_FIX}.")
+
+
+def check_tls_request(sslmode: str, sslrootcert: str | None) -> None:
+    """Refuse TLS settings that cannot work together, and a CA file that cannot be used.
+
+    :raises UsageError: a combination libpq would refuse or silently ignore.
+    :raises NotConfigured: the CA file is missing, unreadable or holds no certificate.
+    """
+    if sslrootcert == SYSTEM_CA:
+        if sslmode != "verify-full":
+            raise UsageError(f"--db_sslrootcert system needs --db_sslmode verify-full (not {sslmode})",
+                             hint="a public CA vouches for any host name someone controls: only verify-full "
+                             "checks that the certificate names this server")
+        return
+    if sslrootcert is not None:
+        if sslmode in ("disable", "allow", "prefer"):
+            raise UsageError(f"--db_sslrootcert is used with --db_sslmode verify-full, verify-ca or require "
+                             f"(not {sslmode})", hint="add --db_sslmode verify-full")
+        _check_ca_file(sslrootcert)
+    elif sslmode in ("verify-ca", "verify-full"):
+        raise UsageError(f"--db_sslmode {sslmode} needs --db_sslrootcert PATH (the CA that signed the server's "
+                         "certificate) or --db_sslrootcert system")
+
+
+_CA_MAX_BYTES = 1 << 20
+
+
+def _check_ca_file(path: str) -> None:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(_CA_MAX_BYTES + 1)
+    except OSError as exc:
+        raise NotConfigured(f"cannot read the CA file {path}: {exc.strerror}",
+                            hint="give the path of a PEM file this node's account can read") from None
+    try:
+        if len(data) > _CA_MAX_BYTES:
+            raise ValueError("too large")
+        x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise NotConfigured(f"the CA file {path} holds no PEM certificate",
+                            hint="give the CA certificate (-----BEGIN CERTIFICATE-----) that signed the "
+                            "server's certificate") from None
 
 
 def _latest() -> int:
@@ -132,6 +200,7 @@ def preflight(config: Config, request: Request) -> Plan:
 
     :raises ApplianceError: the first problem found, with what to do about it.
     """
+    check_tls_request(request.sslmode, request.sslrootcert)  # the flags alone: before anything else is read
     if len(request.ports) not in (1, len(request.hosts)):
         raise UsageError(f"--db_port lists {len(request.ports)} ports for {len(request.hosts)} hosts",
                          hint="give one port for all hosts, or one per host in the same order")
@@ -151,10 +220,11 @@ def preflight(config: Config, request: Request) -> Plan:
                             hint="free some disk space, then retry")
     schema = S.schema_name(request.prefix)
     target = DbTarget(request.hosts, request.ports, request.user, request.password, request.dbname,
-                      config.database.sslmode)
+                      request.sslmode, request.sslrootcert)
     writer = _writer(config, target, schema, me)
     single = target if writer is None else target.for_host(*writer.address)
     with connect(single, application_name=_app_name(me), timeouts=_timeouts(config), autocommit=True) as conn:
+        encrypted = bool(conn.pgconn.ssl_in_use)
         server = f"PostgreSQL {conn.info.parameter_status('server_version') or '?'} on " \
                  f"{conn.info.host}:{conn.info.port}"
         try:
@@ -164,7 +234,7 @@ def preflight(config: Config, request: Request) -> Plan:
                 _check_primary(PgStore.on_connection(conn, target, schema).snapshot(), state, request, target, me)
         except psycopg_error() as exc:
             raise error_from_exception(exc, target, action="checking the database") from None
-    return Plan(request, target, schema, me, origin, active, state, server, action, writer)
+    return Plan(request, target, schema, me, origin, active, state, server, action, writer, encrypted)
 
 
 def _writer(config: Config, target: DbTarget, schema: str, me: NodeIdentity) -> HostState | None:
@@ -327,7 +397,7 @@ def execute(config: Config, plan: Plan, *, clock: Clock, services: ServiceManage
     """Carry out ``plan``, yielding progress lines; on failure roll back and raise.
 
     :raises CommandFailed: a step failed; the node was restored (the message says what was done).
-    :raises KeyboardInterrupt: Ctrl-C; the node was restored first.
+    :raises KeyboardInterrupt: Ctrl-C, a hang-up or SIGTERM; the node was restored first.
     """
     journal = Journal()
     session = _Session(config, plan)
@@ -464,6 +534,7 @@ def plan_for(config: Config, args: Any) -> Plan:
         password=args["db_pass"], dbname=args["db_name"] or config.database.name,
         prefix=config.database.schema_prefix if args["db_prefix"] is None else args["db_prefix"],
         role="primary" if args["is_primary_node"] else "standby", upgrade=bool(args["upgrade_schema"]),
+        sslmode=args.get("db_sslmode") or config.database.sslmode, sslrootcert=args.get("db_sslrootcert"),
     )
     return preflight(config, request)
 

@@ -1,8 +1,8 @@
 """A change made of steps, each recording how to undo it: the journal, the rollback and the progress lines.
 
 Shared by ``redirect``, ``ha join`` (which is a redirect as a standby) and ``ha leave``: every step that
-changes something records its undo; on a failure or Ctrl-C the undo steps run in reverse with Ctrl-C
-ignored, and one error says what failed, what was rolled back and what to do.
+changes something records its undo; on a failure, Ctrl-C, a hang-up or SIGTERM the undo steps run in
+reverse, shielded from all three, and one error says what failed, what was rolled back and what to do.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from appliance.clock import Clock
 from appliance.errors import ApplianceError, CommandFailed
-from appliance.proc import sigint_handled
+from appliance.interrupts import HangUp, shielded
 
 
 @dataclass
@@ -31,13 +31,14 @@ def rollback(
 ) -> Generator[str, None, BaseException]:
     """Run the undo steps in reverse, yielding progress; return the exception to raise."""
     interrupted = isinstance(error, KeyboardInterrupt)
-    reason = "interrupted (Ctrl-C)" if interrupted else (
+    reason = _interruption(error) if interrupted else (
         error.message if isinstance(error, ApplianceError) else f"internal error ({type(error).__name__})")
-    yield line(clock, "ERROR", f"Failed while {step}: {reason}")
     failures: list[str] = []
     done: list[str] = []
-    # Ctrl-C is ignored while the node is being put back: a half-done rollback is worse than a wait.
-    with sigint_handled(signal.SIG_IGN):
+    # Nothing interrupts the node being put back (Ctrl-C, a hang-up, SIGTERM): a half-done rollback is
+    # worse than a wait.
+    with shielded():
+        yield line(clock, "ERROR", f"Failed while {step}: {reason}")
         for undone, action in reversed(journal.undo):
             try:
                 action()
@@ -48,13 +49,19 @@ def rollback(
                 failures.append(f"{undone}: {text}")
                 yield line(clock, "ERROR", f"Could not roll back ({undone}): {text}")
     if interrupted:
-        return KeyboardInterrupt()
+        return HangUp(error.signum) if isinstance(error, HangUp) else KeyboardInterrupt()
     restored = "the node was left as it was" if not failures else \
         f"the rollback was incomplete ({'; '.join(failures)})"
     hint = error.hint if isinstance(error, ApplianceError) and error.hint else "fix the cause above and run it again"
     if failures:
         hint = "check the node with 'system get status' and 'ha get nodes' before retrying; " + hint
     return CommandFailed(f"{what} failed while {step}: {reason}; {restored}", hint=hint)
+
+
+def _interruption(error: BaseException) -> str:
+    if isinstance(error, HangUp):
+        return "interrupted (the session hung up)" if error.signum == signal.SIGHUP else "interrupted (SIGTERM)"
+    return "interrupted (Ctrl-C)"
 
 
 def line(clock: Clock, level: str, text: str) -> str:

@@ -45,7 +45,7 @@ def node_config(base: Path, name: str, cluster: PgCluster) -> Path:
     config.write_text(node_config_text(
         name=name, hardware_id=f"HW-{name}-{tag}", state_dir=home / "state", local_port=cluster.port,
         local_db=f"local_{name}_{tag}", local_user=f"app_{name}_{tag}", admin_user=cluster.superuser,
-        admin_password_file=home / "admin-pw",
+        admin_password_file=home / "admin-pw", database={"sslmode": "disable"},  # the test cluster has no TLS
         services=[("demo", ["/bin/sleep", "3600"], ["primary"]),
                   ("beat", ["/bin/sleep", "3600"], ["primary", "standby"])],
     ))

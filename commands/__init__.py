@@ -22,6 +22,7 @@ def build_registry() -> Registry:
         backup,
         execute,
         ha,
+        ha_cluster,
         logs,
         network,
         power,
@@ -34,7 +35,7 @@ def build_registry() -> Registry:
     )
 
     modules = (session, system, network, timekeeping, accounts, service, execute, power, logs, support, backup,
-               redirect, ha)
+               redirect, ha, ha_cluster)
     groups: dict[str, str] = {}
     for module in modules:
         groups.update(module.GROUPS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from appliance.errors import ExitStatus
+from appliance.errors import CommandFailed, ExitStatus
 from appliance.proc import ChildLines, tool_argv
 from appliance.shell.context import Context
 from appliance.shell.result import Result, Stream, Table
@@ -22,7 +22,7 @@ def ping(ctx: Context, args: Args) -> Stream:
     argv = tool_argv(ctx.config.tools.ping, ["-n", "-c", str(count), "-W", str(timeout), "--", host])
     # A hard cap on the whole run: one second per probe, the last reply's wait, and slack. Ctrl-C
     # sends ping SIGINT, on which it prints its summary.
-    child = ChildLines(argv, deadline_s=count + timeout + _SLACK_S)
+    child = ChildLines(argv, deadline_s=count + timeout + _SLACK_S, errors_apart=True)
     replies = 0
 
     def lines() -> Iterator[str]:
@@ -30,11 +30,25 @@ def ping(ctx: Context, args: Args) -> Stream:
         for line in child:
             replies += " bytes from " in line
             yield line
+        # ping's own complaints, without its program path ("/usr/bin/ping: x: Name or service ...").
+        complaints = [_without_program(text, argv[0]) for text in child.errors]
+        if child.returncode not in (0, 1) and complaints and not child.interrupted:
+            raise CommandFailed(f"ping failed: {complaints[0]}")
+        yield from complaints
 
     def status() -> ExitStatus:
+        if child.interrupted:
+            return ExitStatus.INTERRUPTED  # stopped with Ctrl-C: 130, whatever ping itself says
         return ExitStatus.OK if replies else ExitStatus.FAILED
 
     return Stream(lines(), status)
+
+
+def _without_program(line: str, program: str) -> str:
+    for prefix in (program + ": ", "ping: "):
+        if line.startswith(prefix):
+            return line[len(prefix) :]
+    return line
 
 
 def traceroute(ctx: Context, args: Args) -> Stream:
@@ -45,6 +59,8 @@ def traceroute(ctx: Context, args: Args) -> Stream:
                        deadline_s=traceroute_deadline_s(hops))
 
     def status() -> ExitStatus:
+        if child.interrupted:
+            return ExitStatus.INTERRUPTED  # Ctrl-C: 130, as the README's table says
         return ExitStatus.OK if child.returncode == 0 and not child.timed_out else ExitStatus.FAILED
 
     def lines() -> Iterator[str]:
@@ -87,7 +103,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
                   default=2),
         ),
         detail="Lines are shown as they arrive; Ctrl-C stops and prints the summary.\n"
-        "Exit status 0 if any reply came back, 1 otherwise.",
+        "Exit status 0 if any reply came back, 1 otherwise, 130 when stopped with Ctrl-C.",
     ),
     CommandSpec(
         ("execute", "traceroute"), "show the route packets take to a host", traceroute,

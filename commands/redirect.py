@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from appliance.db.target import SSLMODES
 from appliance.shell.context import Context
 from appliance.shell.result import Stream
 from appliance.shell.spec import Args, CommandSpec, Param, Preview
-from appliance.shell.types import HostList, Identifier, PortList, SchemaPrefix, Secret, Text
+from appliance.shell.types import CaFile, Choice, HostList, Identifier, PortList, SchemaPrefix, Secret, Text
 
 
 def preview(ctx: Context, args: Args) -> Preview:
     from appliance.redirect import plan_for  # redirect's machinery loads when redirect runs
 
     plan = plan_for(ctx.config, args)
-    return Preview(plan.summary(), prepared=plan)
+    return Preview(plan.summary(), prepared=plan)  # shown with --yes too: its TLS warning matters there
 
 
 def redirect(ctx: Context, args: Args) -> Stream:
@@ -41,6 +42,10 @@ COMMANDS: tuple[CommandSpec, ...] = (
             Param("db_name", "database name (default from the configuration)", Identifier()),
             Param("db_prefix", "prefix of the appliance's schema name (default from the configuration)",
                   SchemaPrefix()),
+            Param("db_sslmode", "TLS towards the database (default from the configuration: require)",
+                  Choice(SSLMODES)),
+            Param("db_sslrootcert", "the CA that signed the server's certificate (PEM file), or 'system'; "
+                  "with --db_sslmode verify-full the server is verified", CaFile()),
             Param("is_primary_node", "deploy or check the schema and make this node the cluster's primary"),
             Param("is_secondary_node", "join this node to the cluster as a standby"),
             Param("upgrade_schema", "as primary, upgrade an older schema to this product's version"),
@@ -52,7 +57,10 @@ COMMANDS: tuple[CommandSpec, ...] = (
         via_agent=True,
         detail="Checks the target first without changing anything, then stops this node's services,\n"
         "deploys or verifies the schema, registers the node, stores the credentials encrypted and\n"
-        "starts the services in the new role. Any failure (or Ctrl-C) puts the node back as it was.\n"
+        "starts the services in the new role. Any failure (or Ctrl-C, or a hang-up) puts the node back\n"
+        "as it was. The password is only ever sent through SCRAM-SHA-256 (channel-bound over TLS); a\n"
+        "server asking for it in clear text or as MD5 is refused. TLS mode and CA are stored with the\n"
+        "credentials and used by every later connection; below verify-full the pre-flight warns.\n"
         "Example: redirect --db_host 10.0.0.5 --db_user postgres --db_port 5432 --is_primary_node --yes",
     ),
 )

@@ -8,13 +8,19 @@ from appliance.hostname import backend_for
 from appliance.identity import format_duration, hardware_id, uptime_s
 from appliance.shell.context import Context
 from appliance.shell.result import Result, Table
-from appliance.shell.spec import Args, CommandSpec, Param
+from appliance.shell.spec import Args, CommandSpec, Param, Preview
 from appliance.shell.types import HostName
 
 
 def get_hostname(ctx: Context, args: Args) -> Result:
     name = backend_for(ctx.config).get()
     return Result(message=name, data={"hostname": name})
+
+
+def preview_hostname(ctx: Context, args: Args) -> Preview:
+    old, new = backend_for(ctx.config).get(), args["hostname"]
+    text = f"Hostname: {old} -> {new}" if old != new else f"Hostname: {old} (unchanged)"
+    return Preview(text, with_question=True)
 
 
 def set_hostname(ctx: Context, args: Args) -> Result:
@@ -92,6 +98,14 @@ def get_info(ctx: Context, args: Args) -> Result:
     return Result(fields=fields, tables=(disks,), data=info.as_dict())
 
 
+def preview_rotate_key(ctx: Context, args: Args) -> Preview:
+    from appliance import credentials
+
+    old = credentials.backend_for(ctx.config).key_id()
+    return Preview(f"Master key: {old} -> a new key (the stored credentials are re-encrypted under it, "
+                   "then the old key is removed)", with_question=True)
+
+
 def rotate_key(ctx: Context, args: Args) -> Result:
     from appliance import credentials
 
@@ -118,6 +132,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
         params=(Param("hostname", "the new hostname", HostName(), flag=False, required=True),),
         changes_state=True,
         confirm=True,
+        preflight=preview_hostname,
         detail="The name is one RFC 1123 label: 1-63 letters, digits or hyphens, not starting or\n"
         "ending with a hyphen, not all digits. Example: system set hostname EMS-1",
     ),
@@ -127,9 +142,10 @@ COMMANDS: tuple[CommandSpec, ...] = (
         rotate_key,
         changes_state=True,
         confirm=True,
-        via_agent=True,
+        preflight=preview_rotate_key,
         detail="Creates a new master key, re-encrypts every credential file under it as one atomic set,\n"
         "then removes the old key. If anything fails, the old key and files stay valid.",
+        via_agent=True,
     ),
     CommandSpec(
         ("system", "get", "status"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from appliance.errors import Conflict, UsageError
 from appliance.shell.context import Context
 from appliance.shell.result import Result
-from appliance.shell.spec import Args, CommandSpec, Param
+from appliance.shell.spec import Args, CommandSpec, Param, Preview
 from appliance.shell.types import DateTime, HostList, TimeZone
 
 HELPER_TIMEOUT_S = 60
@@ -31,6 +31,34 @@ def get_time(ctx: Context, args: Args) -> Result:
             "ntp": t.ntp, "synchronized": t.synchronized, "ntp_servers": list(t.servers),
             "server_in_use": t.server_in_use, "source": t.source}
     return Result(fields=fields, data=data)
+
+
+# --- what a confirmed command will change (shown above the question) ----------------------------------
+
+
+def preview_ntp(ctx: Context, args: Args) -> Preview:
+    from appliance.ops.timeinfo import time_info
+
+    if bool(args["servers"]) == bool(args["disable"]):  # refused before the question, not after it
+        raise UsageError("give --servers HOST[,HOST...] or --disable", hint="system set ntp --servers 0.pool.ntp.org")
+    t = time_info(ctx.config, ctx.env.clock)
+    old = "unknown" if t.ntp is None else (f"on ({', '.join(t.servers) or 'default servers'})" if t.ntp else "off")
+    new = "off" if args["disable"] else f"on ({', '.join(args['servers'] or ())})"
+    return Preview(f"NTP: {old} -> {new}", with_question=True)
+
+
+def preview_timezone(ctx: Context, args: Args) -> Preview:
+    from appliance.ops.timeinfo import time_info
+
+    old = time_info(ctx.config, ctx.env.clock).timezone
+    return Preview(f"Time zone: {old} -> {args['zone']}", with_question=True)
+
+
+def preview_date(ctx: Context, args: Args) -> Preview:
+    from appliance.ops.timeinfo import time_info
+
+    now = time_info(ctx.config, ctx.env.clock).local.strftime("%Y-%m-%d %H:%M:%S %Z")
+    return Preview(f"Clock: {now} -> {args['set']}", with_question=True)
 
 
 def set_ntp(ctx: Context, args: Args) -> Result:
@@ -76,7 +104,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
         ("system", "set", "ntp"), "set the NTP servers (systemd-timesyncd), or turn NTP off", set_ntp,
         params=(Param("servers", "NTP servers, comma-separated (at most 5)", HostList(max_items=5)),
                 Param("disable", "turn NTP synchronisation off (to set the clock by hand)")),
-        changes_state=True, confirm=True,
+        changes_state=True, confirm=True, preflight=preview_ntp,
         detail="--servers writes timesyncd's configuration and turns synchronisation on; --disable turns\n"
         "it off. Example: system set ntp --servers 0.pool.ntp.org,1.pool.ntp.org",
     ),
@@ -84,12 +112,12 @@ COMMANDS: tuple[CommandSpec, ...] = (
         ("system", "set", "timezone"), "set the time zone (a zone of the tz database; Tab completes)", set_timezone,
         params=(Param("zone", "the time zone, for example Europe/Paris or UTC", TimeZone(), flag=False,
                       required=True),),
-        changes_state=True, confirm=True,
+        changes_state=True, confirm=True, preflight=preview_timezone,
     ),
     CommandSpec(
         ("execute", "date"), "set the clock by hand (only while NTP is off)", set_date,
         params=(Param("set", "the local date and time", DateTime(), required=True),),
-        changes_state=True, confirm=True,
+        changes_state=True, confirm=True, preflight=preview_date,
         detail='Refused while NTP synchronisation is on (system set ntp --disable). Example:\n'
         'execute date --set "2026-11-22 22:05:00"',
     ),

@@ -26,6 +26,8 @@ from appliance.agentctl.protocol import (
 )
 from appliance.config import Config
 from appliance.errors import AgentDown, ApplianceError, ExitStatus, InternalError
+from appliance.safetext import safe
+from appliance.shell.spec import Preview
 
 HINT = "see 'systemctl status appliance-agent' (the shell reaches the database through it)"
 
@@ -59,31 +61,35 @@ class AgentClient:
         with self._request({"verb": "hello"}) as answers:
             return next(answers)
 
-    def preview(self, words: Words, secrets: Mapping[str, str]) -> tuple[str | None, str | None]:
-        """The command's pre-flight, run by the agent: the text to show above the question, and the token
-        of the plan it keeps for :meth:`run`."""
+    def preview(self, words: Words, secrets: Mapping[str, str]) -> Preview | None:
+        """The command's pre-flight, run by the agent: what to show above the question, and (as
+        ``prepared``) the token of the plan it keeps for :meth:`run`."""
         with self._request({"verb": "preview", "words": words, "secrets": dict(secrets)}) as answers:
             for message in answers:
                 if "preview" in message:
-                    return message["preview"], message.get("token")
+                    text, token = message["preview"], message.get("token")
+                    if text is None and token is None:
+                        return None
+                    return Preview(text, token, with_question=bool(message.get("with_question")))
         raise self._broken("the agent ended the answer early")
 
-    def run(self, words: Words, secrets: Mapping[str, str], token: str | None, out: IO[str]) -> ExitStatus:
+    def run(self, words: Words, secrets: Mapping[str, str], token: Any, out: IO[str]) -> ExitStatus:
         """Run the command in the agent; write its output on ``out`` as it comes; return its status.
 
         Ctrl-C while it streams (a redirect) asks the agent to stop: the agent rolls back, and its lines
         saying so are still shown.
         """
-        request = {"verb": "run", "words": words, "secrets": dict(secrets), "token": token}
+        request = {"verb": "run", "words": words, "secrets": dict(secrets),
+                   "token": token if isinstance(token, str) else None}
         with self._request(request) as answers:
             cancelled = False
             while True:
                 try:
                     message = next(answers)
-                    if "out" in message:
-                        out.write(str(message["out"]))
+                    if "out" in message:  # rendered by the agent's renderer; sanitised again here all the same
+                        out.write(safe(str(message["out"]), newlines=True))
                     elif "line" in message:
-                        out.write(str(message["line"]) + "\n")
+                        out.write(safe(str(message["line"])) + "\n")
                         out.flush()
                     elif "end" in message:
                         out.flush()

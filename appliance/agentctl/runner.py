@@ -43,7 +43,7 @@ PLAN_TTL_S = 600.0  # a pre-flight's plan waits this long for the question's ans
 MAX_PLANS = 16
 
 
-def _refuse_getpass(prompt: str) -> str:
+def _refuse_getpass(prompt: str, timeout_s: float = 0.0, limit: int = 0) -> str | None:
     raise UsageError("the agent cannot ask for a value", hint="the shell asks for it and sends it")
 
 
@@ -86,7 +86,7 @@ class Runner:
         return Context(self.config(), env, self.registry, interactive=False)
 
     def _invocation(self, words: Words, given_secrets: dict[str, str]) -> Invocation:
-        inv = parse_words(self.registry, [Word(text, quoted, 0) for text, quoted in words])
+        inv = parse_words(self.registry, [Word(text, quoted, 0, 0) for text, quoted in words])
         if inv.spec.path not in self.allowed:
             raise UsageError(f"'{inv.spec.name}' is not run by the agent", hint="run it in the shell")
         values = dict(inv.args)
@@ -101,13 +101,13 @@ class Runner:
             raise UsageError(f"'{inv.spec.name}' has no secret parameter {sorted(unknown)[0]}")
         return Invocation(inv.spec, Args(values, inv.args.given))
 
-    def preview(self, uid: int, words: Words, given_secrets: dict[str, str]) -> tuple[str | None, str | None]:
+    def preview(self, uid: int, words: Words, given_secrets: dict[str, str]) -> dict[str, Any]:
+        """The ``preview`` answer: the pre-flight's text (shown only above the question when
+        ``with_question``) and the token of its plan."""
         inv = self._invocation(words, given_secrets)
-        if inv.spec.preflight is None:
-            return None, None
-        found = inv.spec.preflight(self._context(), inv.args)
+        found = inv.spec.preflight(self._context(), inv.args) if inv.spec.preflight is not None else None
         if found is None:
-            return None, None
+            return {"preview": None, "token": None}
         token = None
         if found.prepared is not None:
             token = secrets_.token_hex(16)
@@ -117,7 +117,7 @@ class Runner:
                 while len(self._plans) >= MAX_PLANS:
                     self._plans.pop(next(iter(self._plans)))
                 self._plans[token] = _Kept(uid, words, found.prepared, now + PLAN_TTL_S)
-        return found.text, token
+        return {"preview": found.text, "token": token, "with_question": found.with_question}
 
     def run(self, uid: int, words: Words, given_secrets: dict[str, str], token: str | None,
             cancelled: Callable[[], bool]) -> Iterator[dict[str, Any]]:

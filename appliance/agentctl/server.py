@@ -222,8 +222,7 @@ class ControlServer:
                 conn.sendall(encode({"agent": __version__, "pid": os.getpid()}))
                 return
             if verb == "preview":
-                text, kept = self.runner.preview(uid, words, secrets)
-                conn.sendall(encode({"preview": text, "token": kept}))
+                conn.sendall(encode(self.runner.preview(uid, words, secrets)))
                 status = "preview"
                 return
             if verb == "cancel":

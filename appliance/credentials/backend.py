@@ -92,6 +92,13 @@ class CredentialBackend(ABC):
         """
 
     @abstractmethod
+    def key_id(self) -> str:
+        """The id of the current master key (names it without revealing it), for messages.
+
+        Reads only. :raises CredentialMissing: no master key (``NotConfigured``, with a hint).
+        """
+
+    @abstractmethod
     def check_ready(self) -> None:
         """Check that the master key is present and usable, so that a :meth:`write_set` can succeed.
 

@@ -52,6 +52,9 @@ class FileCredentialBackend(CredentialBackend):
         new = self._store.rotate_key().key_id
         return KeyRotation(previous, new, len(self._store.names()))
 
+    def key_id(self) -> str:
+        return self._keyring.load_current().key_id
+
     def check_ready(self) -> None:
         self._keyring.load_current()
 

@@ -77,6 +77,10 @@ class InMemoryCredentialBackend(CredentialBackend):
             self._current_key, self._keys = new, {new}
             return KeyRotation(previous, new, 0 if staged is None else len(staged))
 
+    def key_id(self) -> str:
+        with self._lock:
+            return self._key()
+
     def check_ready(self) -> None:
         with self._lock:
             self._key()

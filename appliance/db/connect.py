@@ -7,6 +7,15 @@ built from pieces). Several hosts are given to libpq as comma lists; psycopg tri
 with the full ``connect_timeout``, and with ``read_write=True`` skips standbys
 (``target_session_attrs=read-write``). :func:`probe` reports the state of one server.
 
+No password ever crosses the network in a form an attacker can use: every connection sends
+``require_auth=scram-sha-256`` (libpq refuses a server that asks for a cleartext or MD5 password, or
+skips authentication: a fake server gets nothing), and ``channel_binding=require`` whenever TLS is in
+use (a relay that terminates TLS cannot reuse the SCRAM exchange). libpq 16 or later is needed for
+``require_auth``; :func:`check_libpq` refuses an older one (the binary wheel bundles a recent one).
+``sslmode=prefer`` and ``allow`` are carried out as two attempts, TLS with channel binding and plain,
+because libpq's own fallback would make channel binding optional on the TLS attempt too. Unix-socket
+hosts never use TLS (nothing crosses a network), so channel binding does not apply to them.
+
 Every failure is raised as one :class:`~appliance.db.errors.DbError`, built by
 :func:`~appliance.db.errors.error_from_exception`. The password is kept out of every message, repr
 and traceback: the keyword dict holding it is dropped as soon as the connection is made, and errors
@@ -19,26 +28,85 @@ psycopg is imported lazily: importing this module does not load it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, LiteralString
 
-from appliance.db.errors import DbError, error_from_exception, server_too_old
+from appliance.db.errors import DbError, DbErrorKind, error_for, error_from_exception, server_too_old, version_text
 from appliance.db.target import MIN_SERVER_VERSION, DbTarget, Timeouts, format_hostport
 
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["ServerInfo", "connect", "probe"]
+__all__ = ["MIN_LIBPQ_VERSION", "ServerInfo", "check_libpq", "connect", "probe", "tls_attempts"]
+
+MIN_LIBPQ_VERSION = 160000  # require_auth appeared in libpq 16
+
+_checked_libpq = False
 
 
-def _conn_kwargs(target: DbTarget, *, application_name: str, timeouts: Timeouts, read_write: bool) -> dict[str, Any]:
+def check_libpq() -> None:
+    """Refuse a libpq that cannot insist on SCRAM (``require_auth`` is libpq 16+); checked once.
+
+    :raises DbError: kind TOO_OLD, naming the library's version and what to do.
+    """
+    global _checked_libpq
+    if _checked_libpq:
+        return
+    from psycopg import pq
+
+    version = pq.version()
+    if version < MIN_LIBPQ_VERSION:
+        raise libpq_too_old(version, pq.__impl__, MIN_LIBPQ_VERSION)
+    _checked_libpq = True
+
+
+def libpq_too_old(version_num: int, implementation: str, min_version_num: int) -> DbError:
+    """The error for a client library that cannot insist on SCRAM (``require_auth`` needs libpq 16)."""
+    return DbError.make(
+        DbErrorKind.TOO_OLD,
+        f"the PostgreSQL client library is libpq {version_text(version_num)} (psycopg implementation "
+        f"{implementation!r}); at least {version_text(min_version_num)} is needed to refuse servers that ask "
+        "for a cleartext or MD5 password, so no connection was attempted.",
+        "Install psycopg[binary] (it bundles a recent libpq) and do not set PSYCOPG_IMPL.",
+    )
+
+
+def tls_attempts(target: DbTarget) -> list[dict[str, str]]:
+    """The TLS settings of each connection attempt, in order: one attempt, or two for prefer/allow.
+
+    Whenever an attempt may use TLS, it requires channel binding; an attempt without TLS is made only
+    where the mode allows plaintext (``prefer``: after the server said it has no TLS; ``allow``: first).
+    """
+    root = {"sslrootcert": target.sslrootcert} if target.sslrootcert else {}
+    if all(host.startswith("/") for host in target.hosts):
+        return [{"sslmode": "disable", "channel_binding": "disable"}]  # a Unix socket: no network, no TLS
+    plain = {"sslmode": "disable", "channel_binding": "disable"}
+    # sslcertmode=disable: the appliance authenticates with SCRAM and never sends a client certificate;
+    # without it libpq opens ~/.postgresql/postgresql.crt, and under the agent's ProtectHome=yes that
+    # fails with "Permission denied" instead of "not found", which refuses the connection.
+    secure = {"sslmode": "require" if target.sslmode in ("allow", "prefer") else target.sslmode,
+              "channel_binding": "require", "sslcertmode": "disable", **root}
+    if target.sslmode == "disable":
+        return [plain]
+    if target.sslmode == "prefer":
+        return [secure, plain]
+    if target.sslmode == "allow":
+        return [plain, secure]
+    return [secure]
+
+
+def _conn_kwargs(target: DbTarget, *, application_name: str, timeouts: Timeouts, read_write: bool,
+                 tls: dict[str, str]) -> dict[str, Any]:
     return {
         "host": ",".join(target.hosts),
         "port": ",".join(str(p) for p in target.ports),
         "user": target.user,
         "password": target.password,
         "dbname": target.dbname,
-        "sslmode": target.sslmode,
+        **tls,
+        # The password goes only into a SCRAM exchange: never in clear text, never as an MD5 hash, and a
+        # server that asks for neither (trust, a fake server's AuthenticationOk) is refused.
+        "require_auth": "scram-sha-256",
         "application_name": application_name,
         "target_session_attrs": "read-write" if read_write else "any",
         "connect_timeout": timeouts.effective_connect_timeout,
@@ -73,16 +141,30 @@ def connect(
     """
     import psycopg
 
+    check_libpq()
     timeouts = timeouts or Timeouts()
-    kwargs = _conn_kwargs(target, application_name=application_name, timeouts=timeouts, read_write=read_write)
+    attempts = tls_attempts(target)
     conn: psycopg.Connection[tuple[Any, ...]] | None = None
     error: DbError | None = None
-    try:
-        conn = psycopg.Connection.connect(autocommit=autocommit, **kwargs)
-    except psycopg.Error as exc:
-        error = error_from_exception(exc, target, timeouts=timeouts)
-    finally:
-        del kwargs  # holds the password: keep it out of this frame's locals from here on
+    tried: DbTarget | None = target
+    for index, tls in enumerate(attempts):
+        assert tried is not None
+        kwargs = _conn_kwargs(tried, application_name=application_name, timeouts=timeouts, read_write=read_write,
+                              tls=tls)
+        first, error = error, None
+        try:
+            conn = psycopg.Connection.connect(autocommit=autocommit, **kwargs)
+        except psycopg.Error as exc:
+            error = error_from_exception(exc, tried, timeouts=timeouts)
+        finally:
+            del kwargs  # holds the password: keep it out of this frame's locals from here on
+        if error is not None and first is not None:
+            error = _both(target, first, error)
+        if error is None or index + 1 == len(attempts):
+            break
+        tried = _second_attempt(tried, error, tls)
+        if tried is None:
+            break
     if error is not None:
         raise error  # outside the except block: no __context__ pointing at psycopg's exception
     assert conn is not None
@@ -92,6 +174,31 @@ def connect(
         conn.close()
         raise server_too_old(where, version, min_server_version)
     return conn
+
+
+def _both(target: DbTarget, first: DbError, second: DbError) -> DbError:
+    """One error for two attempts: each host as its last attempt failed, in the target's order."""
+    again = {(f.host, f.port) for f in second.failures}
+    order = {hp: i for i, hp in enumerate(target.host_ports())}
+    failures = [f for f in first.failures if (f.host, f.port) not in again] + list(second.failures)
+    failures.sort(key=lambda f: order.get((f.host or "", f.port or 0), len(order)))
+    return error_for(target, failures)
+
+
+def _second_attempt(target: DbTarget, error: DbError, tls: dict[str, str]) -> DbTarget | None:
+    """The hosts worth a second attempt in the other mode, or None: prefer's plain attempt goes only to the
+    hosts that said they have no TLS, allow's TLS attempt only to those whose pg_hba.conf refused plain
+    text. A host that timed out or refused the password is not tried (and waited for) twice."""
+    if tls["sslmode"] == "disable":
+        again = [f for f in error.failures if f.kind is DbErrorKind.HBA_REJECTED]
+    else:
+        again = [f for f in error.failures if f.kind is DbErrorKind.TLS and "does not offer TLS" in f.reason]
+    if not again:
+        return None
+    pairs = [(f.host, f.port) for f in again]
+    if any(host is None or port is None for host, port in pairs):
+        return target  # not told which host it was: all of them again
+    return replace(target, hosts=tuple(str(h) for h, _p in pairs), ports=tuple(int(p or 0) for _h, p in pairs))
 
 
 @dataclass(frozen=True)

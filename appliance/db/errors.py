@@ -41,9 +41,11 @@ __all__ = [
     "HostFailure",
     "RawFailure",
     "classify_text",
+    "error_for",
     "error_from_exception",
     "parse_failures",
     "server_too_old",
+    "version_text",
 ]
 
 
@@ -56,6 +58,8 @@ class DbErrorKind(enum.Enum):
     AUTH_FAILED = "auth_failed"  # wrong user name or password
     HBA_REJECTED = "hba_rejected"  # pg_hba.conf refuses this client/user/database
     TLS = "tls"  # TLS required but unavailable, or a TLS/certificate error
+    INSECURE_AUTH = "insecure_auth"  # the server asked for a cleartext/MD5 password, or for nothing, or no
+    # channel binding: refused before any password left this node
     NO_DATABASE = "no_database"  # the database does not exist
     NO_PRIVILEGE = "no_privilege"  # the role may not log in / connect / do that
     READ_ONLY = "read_only"  # a read-only standby, and no read-write host among the list
@@ -67,6 +71,7 @@ class DbErrorKind(enum.Enum):
 # Which kind wins when several hosts failed differently: what the operator must fix first, then what
 # may come back by itself, then "it is only a standby".
 _PRIORITY = (
+    DbErrorKind.INSECURE_AUTH,
     DbErrorKind.AUTH_FAILED,
     DbErrorKind.HBA_REJECTED,
     DbErrorKind.TLS,
@@ -172,6 +177,7 @@ _CLASS_FOR_KIND: dict[DbErrorKind, type[DbError]] = {
     DbErrorKind.HBA_REJECTED: DbPermissionDenied,
     DbErrorKind.NO_PRIVILEGE: DbPermissionDenied,
     DbErrorKind.TLS: DbNotConfigured,
+    DbErrorKind.INSECURE_AUTH: DbNotConfigured,
     DbErrorKind.NO_DATABASE: DbNotConfigured,
     DbErrorKind.TOO_OLD: DbNotConfigured,
     DbErrorKind.READ_ONLY: DbConflict,
@@ -195,6 +201,10 @@ _SQLSTATE_KINDS: dict[str, DbErrorKind] = {
 
 # Message fragments (lower case, first match wins), from libpq, psycopg and the server (lc_messages=C).
 _TEXT_KINDS: tuple[tuple[str, DbErrorKind], ...] = (
+    # libpq refusing what require_auth=scram-sha-256 / channel_binding=require forbid (libpq 16+).
+    ("authentication method requirement", DbErrorKind.INSECURE_AUTH),
+    ("channel binding is required", DbErrorKind.INSECURE_AUTH),
+    ("channel binding required", DbErrorKind.INSECURE_AUTH),
     ("failed to resolve host", DbErrorKind.HOST_NOT_FOUND),  # psycopg's own resolver
     ("could not translate host name", DbErrorKind.HOST_NOT_FOUND),  # libpq
     ("name or service not known", DbErrorKind.HOST_NOT_FOUND),
@@ -400,6 +410,18 @@ def _reason(kind: DbErrorKind, raw: RawFailure, target: DbTarget, timeouts: Time
         enc = f" ({m['enc'].strip()})" if m["enc"] else ""
         verb = "rejects" if m["what"] == "rejects connection" else "has no entry for"
         return f'pg_hba.conf on the server {verb} client {m["client"]}, user "{m["user"]}", database "{m["db"]}"{enc}'
+    if kind is DbErrorKind.INSECURE_AUTH:
+        if "cleartext password" in lowered:
+            return "the server asked for the password in clear text; refused, nothing was sent"
+        if "hashed password" in lowered:
+            return "the server asked for an MD5-hashed password; refused, nothing was sent"
+        if "did not complete authentication" in lowered:
+            return "the server let us in without checking the password (trust): refused, it could be anyone"
+        if "ssl not in use" in lowered:
+            return "channel binding needs TLS, and the connection is not encrypted"
+        if "channel binding" in lowered:
+            return "the server did not offer SCRAM with channel binding (a TLS-terminating proxy in between?)"
+        return f"the server asked for an authentication method other than SCRAM-SHA-256: {primary}"
     if kind is DbErrorKind.TLS:
         if "server does not support ssl" in lowered:
             return f"the server does not offer TLS, but sslmode={target.sslmode} requires it"
@@ -431,7 +453,11 @@ _HINTS: dict[DbErrorKind, str] = {
     DbErrorKind.AUTH_FAILED: "Check the user name and password (the server does not say which one is wrong).",
     DbErrorKind.HBA_REJECTED: "Ask the database administrator to allow this client, user and database in "
     "pg_hba.conf and reload PostgreSQL.",
-    DbErrorKind.TLS: "Enable TLS on the server (ssl = on) or use an sslmode that does not require it.",
+    DbErrorKind.TLS: "Enable TLS on the server (ssl = on), or choose another --db_sslmode (disable only on a "
+    "network path you trust); for a certificate error, check --db_sslrootcert and the host name.",
+    DbErrorKind.INSECURE_AUTH: "The appliance sends a password only through SCRAM-SHA-256: set the user's "
+    "method to scram-sha-256 in the server's pg_hba.conf (with password_encryption = scram-sha-256, then set "
+    "the password again); connect to PostgreSQL directly, not through a proxy that terminates TLS.",
     DbErrorKind.NO_DATABASE: "Create the database first, or check the database name.",
     DbErrorKind.NO_PRIVILEGE: "Grant the role the missing privilege (LOGIN, CONNECT on the database, ...), "
     "or use another role.",
@@ -525,6 +551,11 @@ def error_from_exception(
         )
     if not sqlstate:
         failures = [_scrub_failure(f, pw) for f in _fill_hosts(failures, target)]
+    return error_for(target, failures, action=action)
+
+
+def error_for(target: DbTarget, failures: list[HostFailure], *, action: str | None = None) -> DbError:
+    """The one :class:`DbError` for ``failures`` (already scrubbed), one per host of ``target`` tried."""
     kind = _overall_kind(f.kind for f in failures)
     what = action or "Cannot connect to PostgreSQL"
     if len(failures) == 1:
@@ -543,7 +574,7 @@ def error_from_exception(
     if kind is DbErrorKind.HBA_REJECTED and any(
         "has no entry" in f.reason and "no encryption" in f.reason for f in failures
     ):
-        hint += " The server may accept only TLS connections here: try sslmode=require."
+        hint += " The server may accept only TLS connections here: try sslmode=require (--db_sslmode require)."
     if len(failures) > 1 and kind is DbErrorKind.READ_ONLY:
         hint = "None of the hosts is a read-write primary. " + hint
     text = re.sub(r"\s*[\r\n]+\s*", " ", text.rstrip(".") + ".")  # one line, whatever the names hold
@@ -605,12 +636,12 @@ def server_too_old(where: str, version_num: int, min_version_num: int) -> DbErro
     """The error for a server below the minimum version; ``where`` is ``user@host:port/dbname``."""
     return DbError.make(
         DbErrorKind.TOO_OLD,
-        f"PostgreSQL at {where} is version {_version_text(version_num)}; "
-        f"at least {_version_text(min_version_num)} is required.",
+        f"PostgreSQL at {where} is version {version_text(version_num)}; "
+        f"at least {version_text(min_version_num)} is required.",
         _HINTS[DbErrorKind.TOO_OLD],
     )
 
 
-def _version_text(num: int) -> str:
+def version_text(num: int) -> str:
     major, minor = divmod(num, 10000)
     return f"{major}.{minor}" if major >= 10 else f"{major}.{minor // 100}.{minor % 100}"

@@ -1,6 +1,6 @@
 """Where and as whom the product connects to PostgreSQL, and with which timeouts: plain values.
 
-:class:`DbTarget` (hosts, ports, user, password, database, sslmode) and :class:`Timeouts` are frozen
+:class:`DbTarget` (hosts, ports, user, password, database, TLS mode and CA) and :class:`Timeouts` are frozen
 dataclasses checked when they are built (a bad value is a :class:`~appliance.errors.UsageError`), so
 every connection is made from a valid target with explicit, bounded timeouts. The password never
 appears in a ``repr`` or a message: :meth:`DbTarget.describe` is what messages show. Nothing here
@@ -14,10 +14,11 @@ from dataclasses import dataclass, field, replace
 
 from appliance.errors import UsageError
 
-__all__ = ["MIN_SERVER_VERSION", "SSLMODES", "DbTarget", "Timeouts", "format_hostport"]
+__all__ = ["MIN_SERVER_VERSION", "SSLMODES", "SYSTEM_CA", "DbTarget", "Timeouts", "format_hostport"]
 
 MIN_SERVER_VERSION = 130000  # PostgreSQL 13
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+SYSTEM_CA = "system"  # sslrootcert=system: the operating system's trusted CAs (libpq 16+)
 
 
 def format_hostport(host: str, port: int | None) -> str:
@@ -46,6 +47,9 @@ class DbTarget:
     password: str = field(repr=False)
     dbname: str
     sslmode: str = "prefer"
+    # The CA certificate(s) that must have signed the server's certificate: an absolute path, or
+    # "system" (the OS's trusted CAs); None: libpq's default (none, unless ~/.postgresql/root.crt).
+    sslrootcert: str | None = None
 
     def __post_init__(self) -> None:
         # Be forgiving about a bare string / int / list, which would otherwise split into characters.
@@ -79,6 +83,16 @@ class DbTarget:
             raise UsageError(f"database target: the password for user {self.user} contains a NUL character")
         if self.sslmode not in SSLMODES:
             raise UsageError(f"database target: invalid sslmode {self.sslmode!r} (one of {', '.join(SSLMODES)})")
+        root = self.sslrootcert
+        if root is not None and root != SYSTEM_CA and (
+            not isinstance(root, str) or not root.startswith("/") or any(_bad_host_char(c) for c in root)
+        ):
+            raise UsageError(f"database target: invalid sslrootcert {root!r} (an absolute path, or {SYSTEM_CA})")
+
+    @property
+    def verified(self) -> bool:
+        """The server's identity is checked: its certificate is signed by the CA and names the host."""
+        return self.sslmode == "verify-full"
 
     def host_ports(self) -> list[tuple[str, int]]:
         """(host, port) for every host, in order."""

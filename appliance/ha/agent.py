@@ -50,6 +50,7 @@ from appliance.ha.statusfile import status_path, write_status
 from appliance.ha.store import NotRegistered, StoreUnavailable
 from appliance.ha.timing import DEFAULT_KEEPALIVE_S, ha_timeouts, online_window_s
 from appliance.hostname import backend_for
+from appliance.names import check_node_name
 from appliance.node import identity, read_targets
 from appliance.services import manager_for
 from commands import build_registry
@@ -336,9 +337,9 @@ class Agent:
         try:
             name = backend_for(self.config).get()
             if name and name != me.name:
-                runtime.store.rename(runtime.node_id, name)
+                runtime.store.rename(runtime.node_id, check_node_name(name))  # the registry's rule (schema v5)
                 logger.info("this node is now called %s (was %s)", name, me.name)
-        except (ApplianceError, OSError) as exc:
+        except (ApplianceError, OSError, ValueError) as exc:
             if not isinstance(exc, StoreUnavailable | NotRegistered):
                 logger.warning("cannot read or record this node's name: %s", exc)
 
@@ -374,6 +375,7 @@ class Agent:
             "epoch": runtime.local.epoch,
             "priority": me.priority if me else None,
             "keepalive_s": runtime.keepalive_s,
+            "nodes": [node.name for node in view.nodes] if view else [],  # for Tab after ha switchover --to
             "decision": decision.action.value,
             "reason": decision.reason,
             "services_missing": runtime.services_missing,
@@ -386,7 +388,6 @@ class Agent:
                 {"host": h.host, "port": h.port, "reachable": h.reachable, "writable": h.writable,
                  "timeline": h.timeline} for h in self.monitor.hosts],
             "boot_start": me.boot_start if me else None,
-            "nodes": [n.name for n in view.nodes] if view else [],
             "join_service": self.background.join_listening if self.background is not None else None,
             "events_kept": len(self.background.outbox) if self.background is not None else 0,
             "pid": os.getpid(),

@@ -20,14 +20,16 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from appliance.clock import Clock
 from appliance.config import Config
 from appliance.configcheck import split_listen
-from appliance.db.target import Timeouts
+from appliance.db.target import SYSTEM_CA, Timeouts
 from appliance.errors import ApplianceError
 from appliance.ha.events import NewEvent
+from appliance.ha.joinclient import CA_PEM_MAX
 from appliance.ha.joinservice import JoinAnswers, JoinService
 from appliance.ha.jointls import ensure
 from appliance.ha.model import NodeIdentity
@@ -187,5 +189,16 @@ class Background:
         """The cluster's database target, as the join service hands it to a joining node."""
         _origin, active = read_targets(self.config)
         t = active.target
-        return {"hosts": list(t.hosts), "ports": list(t.ports), "user": t.user, "password": t.password,
-                "dbname": t.dbname, "sslmode": t.sslmode, "schema": active.schema}
+        offer: dict[str, Any] = {"hosts": list(t.hosts), "ports": list(t.ports), "user": t.user,
+                                 "password": t.password, "dbname": t.dbname, "sslmode": t.sslmode,
+                                 "schema": active.schema}
+        # The joining node must verify the database as this node does: the system's CAs, or the very CA
+        # file this node was redirected with (its content: the path means nothing on another machine).
+        if t.sslrootcert == SYSTEM_CA:
+            offer["sslrootcert"] = SYSTEM_CA
+        elif t.sslrootcert:
+            try:
+                offer["ca_pem"] = Path(t.sslrootcert).read_text(encoding="ascii")[:CA_PEM_MAX]
+            except (OSError, ValueError) as exc:
+                logger.error("join service: cannot read the database's CA file %s: %s", t.sslrootcert, exc)
+        return offer

@@ -17,7 +17,7 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.db.target import DbTarget
+from appliance.db.target import SYSTEM_CA, DbTarget
 from appliance.errors import Conflict, NotConfigured, Unavailable
 from appliance.ha.joincode import JoinCode
 from appliance.ha.jointls import fingerprint_of, pinned_client_context
@@ -25,6 +25,9 @@ from appliance.ha.model import NodeIdentity
 
 TIMEOUT_S = 10.0
 MAX_ANSWER = 65536
+
+
+CA_PEM_MAX = 1 << 20  # a CA bundle, not a dump: the same limit as redirect's --db_sslrootcert file
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class Offer:
     schema: str
     cluster_id: str
     issuer: str
+    ca_pem: str | None = None  # the CA the cluster verifies its database with (sslrootcert=PATH there)
 
 
 def probe(host: str, port: int, fingerprint: bytes, *, timeout: float = 1.0) -> bool:
@@ -97,9 +101,12 @@ def fetch(code: JoinCode, me: NodeIdentity, *, timeout: float = TIMEOUT_S) -> Of
         raise _refusal(str(reply.get("error", "")), reply, code)
     try:
         t = reply["target"]
+        root = SYSTEM_CA if t.get("sslrootcert") == SYSTEM_CA else None
         target = DbTarget(tuple(t["hosts"]), tuple(int(p) for p in t["ports"]), str(t["user"]), str(t["password"]),
-                          str(t["dbname"]), str(t.get("sslmode") or "prefer"))
-        return Offer(target, str(t["schema"]), str(reply["cluster_id"]), str(reply.get("issuer", "?")))
+                          str(t["dbname"]), str(t.get("sslmode") or "prefer"), sslrootcert=root)
+        pem = t.get("ca_pem")
+        return Offer(target, str(t["schema"]), str(reply["cluster_id"]), str(reply.get("issuer", "?")),
+                     ca_pem=str(pem)[:CA_PEM_MAX] if pem else None)
     except (KeyError, TypeError, ValueError):
         raise Unavailable(f"the join service at {where} answered something this node cannot use",
                           hint="both nodes must run the same product version") from None

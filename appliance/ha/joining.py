@@ -17,6 +17,7 @@ online node.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import socket
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from appliance.clock import Clock
 from appliance.config import Config
 from appliance.configcheck import split_listen
 from appliance.errors import Conflict, NotConfigured, Unavailable
+from appliance.fsutil import write_atomic
 from appliance.ha.joinclient import fetch, probe
 from appliance.ha.joincode import JoinCode, parse, secret_hash
 from appliance.ha.jointls import own_fingerprint
@@ -126,6 +128,17 @@ def revoke(config: Config, code_id: str) -> None:
                                 hint="see 'ha get join-codes'")
 
 
+def _store_ca(config: Config, pem: str) -> str:
+    """Keep the cluster's database CA on this node (named by its digest: idempotent, never overwritten
+    with something else); redirect's pre-flight then checks it holds a certificate."""
+    name = hashlib.sha256(pem.encode("ascii", "replace")).hexdigest()[:16]
+    path = config.paths.state_dir / "ca" / f"db-{name}.pem"
+    path.parent.mkdir(mode=0o755, exist_ok=True)
+    if not path.exists():
+        write_atomic(path, pem, mode=0o644)  # a CA certificate is public
+    return str(path)
+
+
 def join_plan(config: Config, text: str) -> Plan:
     """The pre-flight of ``ha join``: fetch the credentials with the code, then redirect's own pre-flight
     as a secondary. Nothing on this node changes.
@@ -143,8 +156,10 @@ def join_plan(config: Config, text: str) -> Plan:
         raise Conflict(f"the join service at {code.endpoint()} serves cluster {offer.cluster_id}, not "
                        f"{code.cluster_id} the code was issued for", hint="issue a new code on that cluster")
     target = offer.target
+    root = _store_ca(config, offer.ca_pem) if offer.ca_pem else target.sslrootcert
     request = Request(hosts=target.hosts, ports=target.ports, user=target.user, password=target.password,
                       dbname=target.dbname, prefix=offer.schema[: -len(SCHEMA_SUFFIX)], role="standby",
+                      sslmode=target.sslmode, sslrootcert=root,
                       join=JoinTicket(code.code_id, code.cluster_id, offer.issuer))
     plan = preflight(config, request)
     if plan.state.cluster_id != code.cluster_id:

@@ -31,6 +31,7 @@ from appliance.ha.pgmembers import ADMIN_STATES, PgMembership
 from appliance.ha.settings import Setting, setting
 from appliance.ha.store import HaStore, StoreUnavailable, not_registered
 from appliance.ha.timing import DEFAULT_KEEPALIVE_S, judge_keepalive_s, previous_to_record
+from appliance.names import node_name_from_db
 
 if TYPE_CHECKING:
     import psycopg
@@ -39,23 +40,10 @@ __all__ = ["ADMIN_STATES", "PgStore", "channel_for", "events_channel_for"]
 
 
 class PgStore(PgMembership, PgEvents, HaStore):
-    """The HA store over one psycopg 3 connection to the cluster's database.
-
-    :param target: the database, possibly several hosts (the read-write one is used).
-    :param schema: the schema holding the appliance's tables (``<prefix>appliance``).
-    :param application_name: shown in ``pg_stat_activity``, e.g. ``appliance-agent:<node name>``.
-    :param timeouts: short ones (default :func:`~appliance.ha.timing.ha_timeouts`): the HA loop must fail fast.
-    :param read_only: for reports while no read-write node answers: connect to any node and read its
-        (possibly seconds old) rows; every write then fails.
-    :param pick_host: chooses the one host to connect to, before every connection (see
-        :meth:`appliance.ha.dbmonitor.DbMonitor.pick_writer`); None lets libpq take the first read-write host.
-
-    Thread-safe (calls are serialised), but meant for one HA loop: give every concurrent user its own
-    store, hence its own connection. :meth:`on_connection` makes a store that works inside a caller's
-    connection and transaction instead (``redirect`` and node initialisation register the node in the
-    same transaction as the schema deployment).
+    """The HA store over one psycopg 3 connection to the cluster's database: the lease, heartbeats and
+    settings here; the registry and join codes in :class:`PgMembership`, events and notifications in
+    :class:`PgEvents`. The constructor's parameters and the threading rules are :class:`PgBase`'s.
     """
-
 
     # --- the contract ------------------------------------------------------------------------------
 
@@ -97,7 +85,7 @@ class PgStore(PgMembership, PgEvents, HaStore):
         nodes = tuple(
             NodeState(
                 node_id=str(r[0]),
-                name=str(r[1]),
+                name=node_name_from_db(r[1], str(r[0])),  # checked again: rows may predate schema v5
                 priority=int(r[2]),
                 role=str(r[3]),
                 admin_state=str(r[4]),

@@ -1,6 +1,7 @@
-"""The rule a virtual IP must meet, shared by the shell's type, the cluster setting and the holder.
+"""The rule a host address with its prefix must meet (a virtual IP, an interface's static address), shared
+by the shell's types, the cluster setting, the VIP holder and the network files.
 
-A VIP is written ``ADDRESS/PREFIX`` (IPv4 or IPv6): the prefix says which on-link network it belongs to
+An address is written ``ADDRESS/PREFIX`` (IPv4 or IPv6): the prefix says which on-link network it belongs to
 (the kernel adds the route with it). Refused: a missing prefix, the network's own or broadcast address
 (IPv4, prefixes up to /30), and addresses no client could use as a service address (unspecified,
 loopback, multicast, link-local).
@@ -13,7 +14,7 @@ import ipaddress
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 
-def parse_vip(text: str) -> Interface:
+def parse_host_address(text: str) -> Interface:
     """``text`` as an interface address. :raises ValueError: with a short reason."""
     if "/" not in text:
         raise ValueError("must be ADDRESS/PREFIX (for example 192.0.2.10/24 or 2001:db8::10/64)")
@@ -29,6 +30,9 @@ def parse_vip(text: str) -> Interface:
                                                                           vip.network.broadcast_address):
         raise ValueError(f"is the network or broadcast address of {vip.network}")
     return vip
+
+
+parse_vip = parse_host_address  # a VIP is a host address like any other; the name says what it is for
 
 
 def family(vip: Interface) -> str:

@@ -23,7 +23,8 @@ from pathlib import Path
 from appliance.clock import Clock
 from appliance.config import Config
 from appliance.errors import CommandFailed, PermissionDenied, UsageError
-from appliance.proc import CHILD_ENV, sigint_handled, tool_argv
+from appliance.interrupts import sigint_handled
+from appliance.proc import CHILD_ENV, tool_argv
 
 UTMP = Path("/run/utmp")
 # struct utmp on Linux x86-64/aarch64 (glibc, bits/utmp.h): 384 bytes.

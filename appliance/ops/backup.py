@@ -89,10 +89,16 @@ def passfile(config: Config, active: ActiveTarget) -> Iterator[Path]:
 def conninfo(active: ActiveTarget, connect_timeout_s: int) -> str:
     """libpq connection string for ``active`` without its password (that goes in the passfile)."""
     t = active.target
+    # pg_dump runs on the system's libpq (15), which has no require_auth; where TLS is required,
+    # channel_binding=require gives the same guarantee (a server asking for a cleartext or MD5
+    # password, or for none, is refused), and the CA stored with the credentials is the one checked.
+    tls = {"channel_binding": "require"} if t.sslmode in ("require", "verify-ca", "verify-full") else {}
+    if t.sslrootcert:
+        tls["sslrootcert"] = t.sslrootcert
     return make_conninfo(host=",".join(t.hosts), port=",".join(str(p) for p in t.ports), user=t.user,
                          dbname=t.dbname, sslmode=t.sslmode, connect_timeout=str(connect_timeout_s),
                          application_name="appliance-shell:backup", target_session_attrs="any",
-                         gssencmode="disable")
+                         gssencmode="disable", **tls)
 
 
 def dump_args(config: Config, active: ActiveTarget) -> list[str]:

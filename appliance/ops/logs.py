@@ -30,9 +30,9 @@ from pathlib import Path
 from appliance.clock import Clock
 from appliance.config import Config
 from appliance.errors import NotConfigured
-from appliance.masking import printable
 from appliance.ops.redact import redact_patterns
 from appliance.proc import CHILD_ENV, ChildLines, tool_argv
+from appliance.safetext import safe
 from appliance.shell.audit import AuditRecord
 
 SOURCES = ("agent", "audit", "system", "shell")
@@ -114,7 +114,7 @@ def journal_args(origin: Origin, query: LogQuery, clock: Clock) -> list[str]:
 
 
 def _clean(line: str) -> str:
-    return printable(redact_patterns(line))
+    return safe(redact_patterns(line))
 
 
 def read_journal(config: Config, origin: Origin, query: LogQuery, clock: Clock, notes: bool = True) -> Iterator[str]:

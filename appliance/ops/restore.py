@@ -7,7 +7,11 @@ What a restore replaces, and what it keeps:
   system settings.
 * **Kept** as they are: the cluster's identity (``meta``), its registered nodes and their addresses,
   and the lease. Restoring those would re-register nodes that left and move the lease's epoch (the
-  fencing token) backwards, which could let a stale primary act.
+  fencing token) backwards, which could let a stale primary act. Also kept: the events and their
+  deliveries (this cluster's history and outbox: restoring them would resend old notifications), the
+  join codes (a restore must not revive a code that was used or revoked since), and the sealed
+  cluster secrets (sealed under this cluster's id and database credential, which a dump of another
+  cluster does not share; set them again with the notification commands if needed).
 
 Before anything is replaced (all of it before the confirmation question): the archive is read in full
 (:func:`~appliance.ops.backup.verify`), its tables must be the appliance's, its schema version not
@@ -42,7 +46,7 @@ from appliance.node import ActiveTarget, read_targets
 from appliance.ops import backup
 
 # Every table of the schema is one or the other (a test holds this true as the schema grows).
-KEPT = ("meta", "nodes", "node_addresses", "lease")
+KEPT = ("meta", "nodes", "node_addresses", "lease", "events", "deliveries", "join_codes", "cluster_secrets")
 RESTORED = ("cluster_settings", "system_settings")
 PREVIOUS_KEEPALIVE = "keepalive_previous_s"  # a store-internal record of a change, not a setting
 CHUNK = 256 * 1024
@@ -72,8 +76,8 @@ class RestorePlan:
                  f"v{meta.get('schema_version')}, product {meta.get('product_version')}.",
                  f"Into {self.active.target.describe()} (schema {self.active.schema}). It replaces:"]
         lines += [f"  {change}" for change in self.changes] or ["  nothing: the settings are the same"]
-        lines.append("It keeps this cluster's identity, nodes and lease. A backup of the current state is made "
-                     "first (under the state dir).")
+        lines.append("It keeps this cluster's identity, nodes and lease (and its events, join codes and sealed "
+                     "secrets). A backup of the current state is made first (under the state dir).")
         lines += [f"Note: {note}" for note in self.notes]
         return "\n".join(lines)
 

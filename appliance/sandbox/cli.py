@@ -5,7 +5,8 @@
     appliance-sandbox status|down --dir DIR
     appliance-sandbox shell|kill|start NODE --dir DIR
 
-``up`` creates under DIR a "remote" PostgreSQL (password auth, random password), and for each node
+``up`` creates under DIR a "remote" PostgreSQL (TLS with a CA made for the sandbox, ``DIR/ca.crt``;
+SCRAM password auth, random password), and for each node
 its own local PostgreSQL, configuration, key and state dir (hostname backend ``file``, services
 backend ``process`` running a primary-only demo service), initialises the nodes and starts their
 agents in the background. With ``--cluster`` it also runs the redirects (node1 primary, the others
@@ -49,6 +50,7 @@ from appliance.init import initialise
 from appliance.sandbox import haproxy, netns
 from appliance.sandbox.nodeconfig import node_config_text
 from appliance.sandbox.postgres import Postgres, free_port
+from appliance.sandbox.tls import make_tls
 from appliance.services import ProcessServices
 from appliance.shell.render import render_error
 
@@ -56,6 +58,7 @@ BIN = Path(sys.executable).parent
 REMOTE_USER = "appliance_dba"
 REMOTE_DB = "appliance"
 AGENT_STOP_S = 15.0
+CA_FILE = "ca.crt"  # the CA that signed the remote PostgreSQL's certificate
 
 
 def say(text: str) -> None:
@@ -226,13 +229,17 @@ def up(base: Path, nodes: int, cluster: bool, keepalive: int, *, with_haproxy: b
     db_host = net.host if net else "127.0.0.1"
     remote_pw, dba_pw = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
     remote = Postgres(base / "remote", free_port(), extra_listen=listen, networks=nets)
-    say(f"creating the remote PostgreSQL on {db_host}:{remote.port}")
+    say(f"creating the remote PostgreSQL on {db_host}:{remote.port} (TLS, CA {base / CA_FILE})")
     remote.init(remote_pw)
+    # The certificate names every address the nodes dial (loopback, and the bridge with --netns).
+    remote.enable_tls(make_tls("appliance-sandbox remote", ("localhost", "127.0.0.1", "::1", *listen)),
+                      base / CA_FILE)
     remote.start()
     remote.create_role_and_db(remote_pw, REMOTE_USER, dba_pw, REMOTE_DB)
     doc: dict[str, Any] = {
         "remote": {"host": db_host, "port": remote.port, "user": REMOTE_USER, "password": dba_pw,
-                   "dbname": REMOTE_DB, "superuser_password": remote_pw},
+                   "dbname": REMOTE_DB, "superuser_password": remote_pw, "sslmode": "verify-full",
+                   "sslrootcert": str(base / CA_FILE)},
         "nodes": [],
         "demo_log": str(base / "demo.log"),
         "network": net.as_doc() if net else None,
@@ -373,8 +380,10 @@ def _form_cluster(base: Path, doc: dict[str, Any]) -> None:
     remote = doc["remote"]
     for index, node in enumerate(doc["nodes"]):
         role = "--is_primary_node" if index == 0 else "--is_secondary_node"
+        tls = (f" --db_sslmode {remote['sslmode']} --db_sslrootcert {remote['sslrootcert']}"
+               if remote.get("sslrootcert") else "")
         line = (f"redirect --db_host {remote['host']} --db_port {remote['port']} --db_user {remote['user']} "
-                f"--db_name {remote['dbname']} --db_pass - {role} --yes")
+                f"--db_name {remote['dbname']} --db_pass - {role}{tls} --yes")
         say(f"{node['name']}: {line.replace('--db_pass -', '--db_pass ********')}")
         _shell(node, line, stdin=remote["password"] + "\n")
 
@@ -457,6 +466,10 @@ def start(base: Path, name: str) -> int:
     base = base.resolve()
     node = node_of(load(base), name)
     Postgres(base / name / "pg", node["pg_port"]).start()
+    running = _pid(agent_pidfile(base, name))
+    if running:
+        say(f"{name}: already running (agent pid {running}); nothing to start")
+        return ExitStatus.OK
     say(f"{name}: agent started (pid {start_agent(base, name, node.get('netns'))}); it rejoins as a standby")
     return ExitStatus.OK
 
@@ -488,11 +501,19 @@ def down(base: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="appliance-sandbox", description="A local multi-node appliance cluster.")
-    sub = parser.add_subparsers(dest="action", required=True)
-    p_up = sub.add_parser("up", help="create (or resume) the sandbox and start it")
-    p_up.add_argument("--nodes", type=int, default=2)
-    p_up.add_argument("--cluster", action="store_true", help="also redirect the nodes into one cluster")
+    parser = argparse.ArgumentParser(
+        prog="appliance-sandbox",
+        description="A local multi-node appliance cluster on this machine: a shared \"remote\" PostgreSQL "
+        "(TLS with a CA of its own, DIR/ca.crt) and nodes with their own PostgreSQL and HA agent.",
+        epilog="Every subcommand takes --dir DIR (default ./.sandbox). DIR/sandbox.json (mode 0600) describes "
+        "the sandbox, passwords included.")
+    sub = parser.add_subparsers(dest="action", required=True, metavar="COMMAND")
+    p_up = sub.add_parser("up", help="create the sandbox and start it (or resume a stopped one)",
+                          description="Create the sandbox in DIR and start it; on an existing sandbox, start "
+                          "whatever is not running.")
+    p_up.add_argument("--nodes", type=int, default=2, help="number of nodes, 1-9 (default 2)")
+    p_up.add_argument("--cluster", action="store_true",
+                      help="also redirect the nodes onto the remote database (node1 primary, the others secondary)")
     p_up.add_argument("--keepalive", type=int, default=10,
                       help="keepalive interval of the cluster (and of each node's own database), 1-30 s")
     p_up.add_argument("--haproxy", action="store_true",
@@ -503,10 +524,18 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument("--notify-sink", action="store_true",
                       help="also start a webhook and SMTP receiver writing to DIR/notifications.jsonl (with "
                            "--cluster: the cluster's notifications go there)")
+    helps = {
+        "status": "list the remote database and the nodes: agent, HA state, local database",
+        "down": "stop every agent, service and PostgreSQL of the sandbox (files are kept; up resumes)",
+        "shell": "open NODE's appliance shell (interactive)",
+        "kill": "kill NODE's agent and services with SIGKILL, as a crash would (to watch a failover)",
+        "start": "start NODE's database and agent again (it rejoins as a standby); says so if it runs already",
+    }
     for name in ("status", "down"):
-        sub.add_parser(name)
+        sub.add_parser(name, help=helps[name], description=helps[name][0].upper() + helps[name][1:] + ".")
     for name in ("shell", "kill", "start"):
-        sub.add_parser(name).add_argument("node")
+        sub.add_parser(name, help=helps[name], description=helps[name][0].upper() + helps[name][1:] + ".") \
+            .add_argument("node", help="the node's name (node1, node2, ...)")
     for sp in sub.choices.values():
         sp.add_argument("--dir", type=Path, default=Path(".sandbox"), help="sandbox directory (default ./.sandbox)")
     args = parser.parse_args(argv)

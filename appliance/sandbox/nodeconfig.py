@@ -23,7 +23,7 @@ def node_config_text(
     services: Sequence[tuple[str, Sequence[str], Sequence[str]]],
     local_db: str = "appliance",
     local_user: str = "appliance",
-    database: Mapping[str, int] | None = None,
+    database: Mapping[str, int | str] | None = None,
     ha: Mapping[str, int | float] | None = None,
     sections: Mapping[str, Mapping[str, str | int | float | list[str]]] | None = None,
     local_host: str = "127.0.0.1",
@@ -45,7 +45,7 @@ def node_config_text(
     if local_data_dir is not None:
         lines.append(f'data_dir = "{local_data_dir}"')
     if database:
-        lines += ["[database]", *(f"{key} = {value}" for key, value in database.items())]
+        lines += ["[database]", *(f"{key} = {json.dumps(value)}" for key, value in database.items())]
     if ha:
         lines += ["[ha]", *(f"{key} = {value}" for key, value in ha.items())]
     if agent_log is not None:

@@ -2,7 +2,9 @@
 
 PostgreSQL refuses to run as root, so when the sandbox runs as root every PostgreSQL program runs as
 the unprivileged ``postgres`` user (Debian's package creates it) through ``runuser``. Passwords reach
-initdb through a file (never argv), and roles get SCRAM verifiers computed client-side.
+initdb through a file (never argv), and roles get SCRAM verifiers computed client-side. An instance
+given TLS (:meth:`Postgres.enable_tls`) accepts TCP connections only over TLS, with SCRAM, and the
+sandbox's own connections to it verify its certificate (verify-full).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from appliance.db.connect import connect
 from appliance.db.target import DbTarget, Timeouts
 from appliance.errors import CommandFailed, NotConfigured
+from appliance.sandbox.tls import TlsMaterial
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 RUN_AS = "postgres"
@@ -43,11 +46,12 @@ class Postgres:
     ``extra_listen``, reachable with a password from ``networks``: the sandbox's network namespaces)."""
 
     def __init__(self, directory: Path, port: int, superuser: str = "postgres", *, extra_listen: tuple[str, ...] = (),
-                 networks: tuple[str, ...] = ()) -> None:
+                 networks: tuple[str, ...] = (), ca_file: Path | None = None) -> None:
         self.dir, self.port, self.superuser = directory, port, superuser
         self.extra_listen, self.networks = extra_listen, networks
         self.data = directory / "data"
         self.log = directory / "postgres.log"
+        self.ca_file = ca_file  # set: the instance has TLS, and the sandbox verifies it against this CA
 
     def _argv(self, program: str, *args: str) -> list[str]:
         path = PG_BIN / program
@@ -91,6 +95,34 @@ class Postgres:
                        f"unix_socket_directories = '{self.data}'\nfsync = off\nfull_page_writes = off\n"
                        "synchronous_commit = off\n")
 
+    def enable_tls(self, material: TlsMaterial, ca_file: Path) -> None:
+        """Serve TLS with ``material`` (before the first start): TCP clients, from loopback and from
+        ``networks``, must use TLS and SCRAM; the CA certificate is written to ``ca_file`` for them."""
+        files = (("server.crt", material.server_cert, 0o644), ("server.key", material.server_key, 0o600))
+        for name, data, mode in files:
+            path = self.data / name
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            self._own(path)
+        ca_file.write_bytes(material.ca_cert)
+        ca_file.chmod(0o644)
+        with open(self.data / "postgresql.conf", "a") as conf:
+            conf.write("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n"
+                       "ssl_min_protocol_version = 'TLSv1.2'\npassword_encryption = 'scram-sha-256'\n")
+        hba = self.data / "pg_hba.conf"
+        networks = ("127.0.0.1/32", "::1/128", *self.networks)
+        hba.write_text("# appliance-sandbox: over TCP, TLS and SCRAM only\n"
+                       "local   all  all  scram-sha-256\n"
+                       + "".join(f"hostssl all  all  {network}  scram-sha-256\n" for network in networks))
+        self._own(hba)
+        self.ca_file = ca_file
+
+    def _own(self, path: Path) -> None:
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam(RUN_AS)
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+
     def start(self) -> None:
         if self.running():
             return
@@ -112,7 +144,8 @@ class Postgres:
         """A login role (SCRAM verifier made here, so the plaintext never reaches the server) owning ``dbname``."""
         from psycopg import sql  # heavy: kept out of the module's imports (see appliance.db.connect)
 
-        admin = DbTarget(("127.0.0.1",), (self.port,), self.superuser, superuser_password, "postgres", "disable")
+        tls = ("verify-full", str(self.ca_file)) if self.ca_file else ("disable", None)
+        admin = DbTarget(("127.0.0.1",), (self.port,), self.superuser, superuser_password, "postgres", *tls)
         with connect(admin, application_name="appliance-sandbox", timeouts=Timeouts(), autocommit=True) as conn:
             verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
             conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role),

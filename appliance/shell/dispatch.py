@@ -1,28 +1,45 @@
 """The one dispatcher behind every mode (interactive, ``-c``, batch).
 
-``run_line`` takes a raw command line and returns an exit status; it never raises. In between:
-characters are checked, words split, the command matched and typed, secrets asked for, the
-command confirmed if it changes the node, the handler run, its result rendered, and one audit
-record written with secrets masked.
+``run_line`` takes a raw command line and returns an exit status; it never raises. In between: the
+line's length is checked before anything else touches it (an over-long line is refused and audited as
+its length and a masked prefix, never masked whole), a recalled history line whose secret was masked
+is recognised, characters are checked, words split, the command matched and typed, secrets asked for
+(bounded, with the prompt's idle timeout), the command's pre-flight shown and the command confirmed if
+it changes the node, the handler run and its result rendered, and the audit records written with
+secrets masked: one when a state-changing command starts, one when any line ends (finished, failed,
+interrupted, refused).
+
+Ctrl-C, a hang-up (SIGHUP) and SIGTERM interrupt a command the same way (:mod:`appliance.interrupts`):
+the handler's own clean-up runs, the line is audited as interrupted, and after a hang-up or SIGTERM
+the session ends.
 """
 
 from __future__ import annotations
 
+import errno
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from appliance import interrupts
 from appliance.config import environ_user
 from appliance.errors import ApplianceError, ConfirmationRefused, ExitStatus, UsageError
 from appliance.masking import MASK, mask_line
+from appliance.safetext import is_safe, safe
 from appliance.shell.audit import AuditLog, AuditRecord
 from appliance.shell.context import Context
+from appliance.shell.env import read_line
 from appliance.shell.parse import Invocation, parse_words
 from appliance.shell.render import INTERNAL_ERROR, render, render_binary, render_error, render_stream
 from appliance.shell.result import Binary, Stream
-from appliance.shell.spec import Args, CommandSpec
-from appliance.shell.tokenize import Word, is_comment, split_words
+from appliance.shell.spec import CommandSpec, Param
+from appliance.shell.tokenize import MAX_LINE, Word, is_comment, scan_words, split_flag, split_words
+
+if TYPE_CHECKING:
+    from appliance.agentctl.client import AgentClient
 
 CONFIRM_QUESTION = "Do you want to continue? (y/n) "
+AUDIT_PREFIX = 256  # how much of an over-long line the audit keeps (masked)
+_ANSWER_MAX = 64  # a y/n answer longer than this is not one
 
 
 class Dispatcher:
@@ -32,53 +49,67 @@ class Dispatcher:
         self.audit = AuditLog(ctx.config, ctx.env.stderr)
         self._secret_flags = ctx.registry.secret_flags()
         self._all_flags = ctx.registry.all_flags()
+        self._askable = {p.name: p for s in ctx.registry.specs for p in s.all_params if p.ask}
         self._secrets_seen: list[str] = []
+        self._record: dict[str, Any] = {}
+        self.reported = False  # the last line's failure was explained on stderr
 
     def mask(self, line: str) -> str:
         return mask_line(line, self._secret_flags, self._all_flags)
 
     # --- the one entry point ----------------------------------------------------------------------
 
-    def run_line(self, line: str) -> ExitStatus:
-        """Run one command line; print its output or error; audit it; return its exit status."""
+    def run_line(self, line: str, *, where: str | None = None) -> ExitStatus:
+        """Run one command line; print its output or error; audit it; return its exit status.
+
+        :param where: prefixed to an error (``line 3`` in batch mode).
+        """
+        if len(line) > MAX_LINE:
+            return self.refuse_long(line[:AUDIT_PREFIX], len(line), where=where)
         if not line.strip() or is_comment(line):
             return ExitStatus.OK
         clock = self.ctx.env.clock
         started_wall, started = clock.now(), clock.monotonic()
-        accepted = False
+        self._record = {"time": started_wall.isoformat(), "line": line, "started": started}
+        accepted = interrupted = False
+        self.reported = False
         self._secrets_seen = []
         try:
+            self._refuse_masked_secret(line)
             words = split_words(line)
             invocation = parse_words(self.ctx.registry, words)
             accepted = True
             status = self._execute(invocation, words)
         except ApplianceError as exc:
-            render_error(exc, self.ctx.env.stderr)
+            self._error(exc, where)
             status = exc.status
         except KeyboardInterrupt:
-            self.ctx.env.stderr.write("\ninterrupted\n")
-            status = ExitStatus.INTERRUPTED
-        except BrokenPipeError:
-            raise
+            status, interrupted = self._interrupted(), True
+        except OSError as exc:
+            if exc.errno not in (errno.EPIPE, errno.EIO):
+                status = self._internal_error(line, where)
+            else:  # the terminal or the SSH channel went away while we wrote to it
+                interrupts.output_lost()
+                status, interrupted = self._interrupted(), True
         except Exception:  # a bug: the user gets one line, the log gets the traceback
-            self._log_internal_error(line)
-            render_error(INTERNAL_ERROR, self.ctx.env.stderr)
-            status = ExitStatus.FAILED
+            status = self._internal_error(line, where)
         finally:
             self._secrets_seen = []
-        self.audit.write(
-            AuditRecord(
-                time=started_wall.isoformat(),
-                user=_user(self.ctx.env.environ),
-                origin=self.ctx.env.origin,
-                mode=self.mode,
-                line=self.mask(line),
-                status=int(status),
-                duration_ms=int((clock.monotonic() - started) * 1000),
-                accepted=accepted,
-            )
-        )
+        if interrupts.received() is not None:
+            self.ctx.logout = True  # the session hung up or was told to stop: nothing more is read
+        self._audit(status, accepted=accepted, outcome=_outcome(status, accepted, interrupted))
         return status
+
+    def refuse_long(self, prefix: str, length: int, *, where: str | None = None) -> ExitStatus:
+        """Refuse a line of ``length`` characters of which only ``prefix`` was kept; audit its length and
+        the prefix, masked (the rest was never held, so it cannot be masked or leak)."""
+        self._error(UsageError(f"the command line is too long ({length} characters, at most {MAX_LINE}); "
+                               "nothing was run", hint="type a shorter line"), where)
+        clock = self.ctx.env.clock
+        self._record = {"time": clock.now().isoformat(), "line": prefix[:AUDIT_PREFIX],
+                        "started": clock.monotonic(), "length": length}
+        self._audit(ExitStatus.USAGE, accepted=False, outcome="refused")
+        return ExitStatus.USAGE
 
     # --- steps ------------------------------------------------------------------------------------
 
@@ -89,22 +120,27 @@ class Dispatcher:
         values: dict[str, Any] = dict(args)
         for param in spec.all_params:
             if param.secret:
-                values[param.name] = self._secret_value(param.option, values[param.name], param.ask)
+                values[param.name] = self._secret_value(param, values[param.name])
                 if values[param.name]:
                     self._secrets_seen.append(values[param.name])
         args = type(args)(values, args.given)
-        if spec.via_agent and self.ctx.config.agent.control_socket is not None:
-            secrets = {p.name: values[p.name] for p in spec.all_params if p.secret and values[p.name] is not None}
-            return self._through_agent(spec, args, [(w.text, w.quoted) for w in words], secrets)
+        asking = spec.confirm and not args.get("yes")
+        agent = self._agent(spec)
+        secrets = {p.name: values[p.name] for p in spec.all_params if p.secret and values[p.name] is not None}
+        sent = [(w.text, w.quoted) for w in words]
         if spec.preflight is not None:
-            preview = spec.preflight(self.ctx, args)
+            preview = agent.preview(sent, secrets) if agent is not None else spec.preflight(self.ctx, args)
             if preview is not None:
-                if preview.text:
-                    self.ctx.env.stdout.write(preview.text.rstrip("\n") + "\n")
+                if preview.text and (not preview.with_question or (asking and self._can_ask())):
+                    self.ctx.env.stdout.write(safe(preview.text.rstrip("\n"), newlines=True) + "\n")
                     self.ctx.env.stdout.flush()
                 args = type(args)(values, args.given, prepared=preview.prepared)
-        if spec.confirm and not args.get("yes"):
+        if asking:
             self._confirm(spec.name)
+        if spec.changes_state:
+            self._audit(None, accepted=True, outcome="started", event="start")
+        if agent is not None:  # its answer is printed as it comes, as the renderer would print it here
+            return agent.run(sent, secrets, args.prepared, self.ctx.env.stdout)
         outcome = spec.handler(self.ctx, args)
         if isinstance(outcome, Stream):
             return render_stream(outcome, self.ctx.env.stdout)
@@ -114,50 +150,81 @@ class Dispatcher:
         self.ctx.env.stdout.flush()
         return outcome.status
 
-    def _through_agent(self, spec: CommandSpec, args: Args, words: list[tuple[str, bool]],
-                       secrets: dict[str, str]) -> ExitStatus:
-        """The same steps, with the pre-flight and the handler run by the node's agent over its control
-        socket (:mod:`appliance.agentctl`); the question stays here, with the user."""
+    def _agent(self, spec: CommandSpec) -> AgentClient | None:
+        """The agent's client when the node's agent runs this command (:mod:`appliance.agentctl`): it holds
+        the credentials, the login user does not. The question stays here, with the user."""
+        if not spec.via_agent or self.ctx.config.agent.control_socket is None:
+            return None
         from appliance.agentctl.client import AgentClient  # only commands that need it pay for it
 
-        client = AgentClient(self.ctx.config, changes_state=spec.changes_state)
-        token = None
-        if spec.preflight is not None:
-            text, token = client.preview(words, secrets)
-            if text:
-                self.ctx.env.stdout.write(text.rstrip("\n") + "\n")
-                self.ctx.env.stdout.flush()
-        if spec.confirm and not args.get("yes"):
-            self._confirm(spec.name)
-        return client.run(words, secrets, token, self.ctx.env.stdout)
+        return AgentClient(self.ctx.config, changes_state=spec.changes_state)
 
-    def _secret_value(self, option: str, value: str | None, ask: bool) -> str | None:
-        env = self.ctx.env
+    def _refuse_masked_secret(self, line: str) -> None:
+        """A line recalled from history carries ``********`` where its secret was: say so, plainly."""
+        if MASK not in line:
+            return
+        words = scan_words(line)
+        for index, word in enumerate(words):
+            split = split_flag(word.text) if not word.quoted else None
+            if split is None or split[0] not in self._secret_flags:
+                continue
+            name, tail = split
+            nxt = words[index + 1] if index + 1 < len(words) else None
+            if tail == "=" + MASK or (not tail and nxt is not None and nxt.text == MASK and not nxt.quoted):
+                ask = self._askable.get(name)
+                raise UsageError(
+                    f"the value of --{name} was masked ({MASK}) when this line was stored in the history; "
+                    "type the secret again",
+                    hint=f"replace {MASK} with the value" + (f", or leave --{name} out to be asked for it"
+                                                             if ask is not None else ""),
+                )
+
+    def _secret_value(self, param: Param, value: str | None) -> str | None:
+        env, option = self.ctx.env, param.option
+        assert param.type is not None
+        limit = getattr(param.type, "max_len", 1024)
         if value == "-":
             if self.mode == "batch":
                 raise UsageError(
                     f"{option} - cannot read standard input in batch mode (it holds the commands)"
                 )
-            line = env.stdin.readline()
-            secret = line[:-1] if line.endswith("\n") else line
-            if not secret:
+            line = read_line(env.stdin, limit)
+            if line is None or not line.text:
                 raise UsageError(f"{option} -: nothing was read from standard input")
-            return secret
-        if value is None and ask:
+            if line.too_long:
+                raise UsageError(f"{option} -: the value on standard input is too long "
+                                 f"({line.length} characters, at most {limit})")
+            value = line.text
+        elif value is None and param.ask:
             if not env.stdin_isatty or self.mode == "batch":
                 raise UsageError(
                     f"{option} is required when there is no terminal to ask on",
                     hint=f"pass {option} - and write the value on standard input",
                 )
-            secret = env.getpass(f"{option[2:]} (not shown): ")
-            if not secret:
+            timeout = self.ctx.config.shell.idle_timeout_s
+            value = env.getpass(f"{option[2:]} (not shown): ", float(timeout), limit)
+            if value is None:
+                self._idle_logout()
+                raise ConfirmationRefused(f"no answer within {timeout} s: nothing was changed")
+            if not value:
                 raise UsageError(f"{option}: no value entered")
-            return secret
-        return value
+        if value is None:
+            return None
+        if not is_safe(value):
+            # Named by position only: the value is a secret.
+            raise UsageError(f"{option}: the value holds a control character or invalid UTF-8",
+                             hint="type the secret again, in UTF-8, without control characters")
+        try:
+            return str(param.type.parse(value))
+        except ValueError as exc:
+            raise UsageError(f"{option} {exc}") from None
+
+    def _can_ask(self) -> bool:
+        return self.ctx.env.stdin_isatty and self.mode != "batch"
 
     def _confirm(self, name: str) -> None:
         env = self.ctx.env
-        if not env.stdin_isatty or self.mode == "batch":
+        if not self._can_ask():
             raise ConfirmationRefused(
                 f"'{name}' changes the node and needs confirmation, but there is no terminal to ask on",
                 hint="add --yes to run it from a script",
@@ -168,13 +235,65 @@ class Dispatcher:
         if timeout and not _readable_within(env.stdin, timeout):
             # An unattended question must not stay open for whoever comes to the terminal later.
             env.stdout.write("\n")
-            self.ctx.logout = self.mode == "interactive"
+            self._idle_logout()
             raise ConfirmationRefused(f"no answer within {timeout} s: nothing was changed")
-        answer = env.stdin.readline()
-        if not answer:
+        answer = read_line(env.stdin, _ANSWER_MAX)
+        if answer is None:
             env.stdout.write("\n")
-        if answer.strip().lower() not in ("y", "yes"):
+        if answer is None or answer.too_long or answer.text.strip().lower() not in ("y", "yes"):
             raise ConfirmationRefused("not confirmed: nothing was changed")
+
+    def _idle_logout(self) -> None:
+        self.ctx.logout = self.mode == "interactive"
+
+    # --- outcomes ---------------------------------------------------------------------------------
+
+    def _error(self, exc: ApplianceError, where: str | None) -> None:
+        render_error(exc, self.ctx.env.stderr, where=where)
+        self.reported = True
+
+    def _interrupted(self) -> ExitStatus:
+        signum = interrupts.received()
+        if signum is None:
+            self._say("\ninterrupted\n")
+            return ExitStatus.INTERRUPTED
+        # A hang-up or SIGTERM: the command was interrupted like Ctrl-C, and the session ends with it.
+        self.ctx.logout = True
+        self._say("\ninterrupted: the session is ending\n")
+        return ExitStatus(interrupts.status_for(signum))
+
+    def _say(self, text: str) -> None:
+        try:
+            self.ctx.env.stderr.write(text)
+            self.ctx.env.stderr.flush()
+        except OSError:
+            interrupts.output_lost()
+        self.reported = True
+
+    def _internal_error(self, line: str, where: str | None) -> ExitStatus:
+        self._log_internal_error(line)
+        self._error(INTERNAL_ERROR, where)
+        return ExitStatus.FAILED
+
+    def _audit(self, status: int | None, *, accepted: bool, outcome: str, event: str = "end") -> None:
+        record = self._record
+        if "masked" not in record:
+            record["masked"] = self.mask(record["line"])
+        self.audit.write(
+            AuditRecord(
+                time=record["time"],
+                user=_user(self.ctx.env.environ),
+                origin=self.ctx.env.origin,
+                mode=self.mode,
+                line=record["masked"],
+                status=None if status is None else int(status),
+                duration_ms=int((self.ctx.env.clock.monotonic() - record["started"]) * 1000),
+                accepted=accepted,
+                event=event,
+                outcome=outcome,
+                length=record.get("length"),
+            )
+        )
 
     def _log_internal_error(self, line: str) -> None:
         import traceback
@@ -185,7 +304,16 @@ class Dispatcher:
         _ensure_log(self.ctx)
         import logging
 
-        logging.getLogger(__name__).error("internal error running %r:\n%s", self.mask(line), text)
+        logging.getLogger(__name__).error("internal error running %s:\n%s", safe(self.mask(line)),
+                                          safe(text, newlines=True))
+
+
+def _outcome(status: int, accepted: bool, interrupted: bool) -> str:
+    if interrupted or status in (ExitStatus.INTERRUPTED, ExitStatus.HANGUP, ExitStatus.TERMINATED):
+        return "interrupted"
+    if not accepted or status in (ExitStatus.USAGE, ExitStatus.NOT_CONFIRMED):
+        return "refused"
+    return "finished" if status == ExitStatus.OK else "failed"
 
 
 def _readable_within(stream: Any, seconds: float) -> bool:

@@ -1,26 +1,42 @@
 """Help, ``?`` context help and Tab completion candidates, all derived from the registry.
 
 Pure functions over a :class:`~appliance.shell.spec.Registry` and a line of text; the prompt_toolkit
-glue in :mod:`appliance.shell.repl` only calls them.
+glue in :mod:`appliance.shell.repl` only calls them. Given the node's configuration, a parameter's
+values known only at run time (:meth:`~appliance.shell.types.ParamType.suggestions`: the cluster's
+node names) are offered too; they are looked up only when Tab or ``?`` is pressed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from appliance.errors import UsageError
 from appliance.shell.parse import flag_name
 from appliance.shell.spec import CommandSpec, Node, Param, Registry
 from appliance.shell.tokenize import Word, split_words
+from appliance.shell.types import ParamType
+
+if TYPE_CHECKING:
+    from appliance.config import Config
 
 
-@dataclass(frozen=True)
 class Candidate:
-    """Something that may come next: ``text`` to insert, ``meta`` to explain it."""
+    """Something that may come next: ``text`` to insert, ``meta`` to explain it. (A plain class: this
+    module loads on every start of the shell, whose start-up is measured.)"""
 
-    text: str
-    meta: str
+    __slots__ = ("meta", "text")
+
+    def __init__(self, text: str, meta: str) -> None:
+        self.text, self.meta = text, meta
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Candidate) and (self.text, self.meta) == (other.text, other.meta)
+
+    def __hash__(self) -> int:
+        return hash((self.text, self.meta))
+
+    def __repr__(self) -> str:
+        return f"Candidate({self.text!r}, {self.meta!r})"
 
 
 def _walk(registry: Registry, words: list[Word]) -> tuple[Node, int]:
@@ -42,31 +58,20 @@ def _commands_below(node: Node) -> list[CommandSpec]:
     return found
 
 
-# Live completion values by source name (ParamType.completion), provided by the interactive session.
-Sources = Mapping[str, Callable[[], Sequence[str]]]
+def _values(param: Param, config: Config | None) -> list[Candidate]:
+    """What may be typed as ``param``'s value: its choices (fixed or looked up now), else its metavar."""
+    kind: ParamType | None = param.type
+    assert kind is not None
+    return [Candidate(c, param.help) for c in kind.suggestions(config)] or [Candidate(kind.metavar, param.help)]
 
 
-def _choices(param: Param, sources: Sources | None) -> Sequence[str]:
-    assert param.type is not None
-    source = param.type.completion
-    if source and sources and source in sources:
-        try:
-            return tuple(sources[source]())
-        except Exception:  # completion must never break the prompt
-            return ()
-    return param.type.choices()
-
-
-def _param_candidates(spec: CommandSpec, after: list[Word], sources: Sources | None = None) -> list[Candidate]:
+def _param_candidates(spec: CommandSpec, after: list[Word], config: Config | None) -> list[Candidate]:
     given = {flag_name(w.text).split("=", 1)[0] for w in after if w.text.startswith("--") and not w.quoted}
     found: list[Candidate] = []
     positional_count = _positionals_given(spec, after)
     positionals = spec.positionals()
     if positional_count < len(positionals):
-        param = positionals[positional_count]
-        assert param.type is not None
-        choices = _choices(param, sources)
-        found.extend([Candidate(c, param.help) for c in choices] or [Candidate(param.type.metavar, param.help)])
+        found.extend(_values(positionals[positional_count], config))
     for param in spec.flags().values():
         if param.name not in given:
             found.append(Candidate(param.option, _flag_meta(param)))
@@ -107,7 +112,7 @@ def _complete(spec: CommandSpec, after: list[Word]) -> bool:
     return all(any(name in given for name in group) for group in spec.one_of)
 
 
-def candidates(registry: Registry, line: str, sources: Sources | None = None) -> tuple[list[Candidate], str]:
+def candidates(registry: Registry, line: str, config: Config | None = None) -> tuple[list[Candidate], str]:
     """What may come next on ``line``: the candidates and the partial word they would replace.
 
     A line ending in a space asks for the next word; otherwise the last word is being typed and
@@ -130,13 +135,8 @@ def candidates(registry: Registry, line: str, sources: Sources | None = None) ->
         if after and not after[-1].quoted:
             param = node.command.flags().get(flag_name(after[-1].text))
             if after[-1].text.startswith("--") and param is not None and not param.is_switch:
-                assert param.type is not None
-                choices = _choices(param, sources)
-                found = [Candidate(c, param.help) for c in choices] or [
-                    Candidate(param.type.metavar, param.help)
-                ]
-                return _filter(found, typing), typing
-        found.extend(_param_candidates(node.command, after, sources))
+                return _filter(_values(param, config), typing), typing
+        found.extend(_param_candidates(node.command, after, config))
     return _filter(found, typing), typing
 
 
@@ -153,9 +153,9 @@ def _filter(found: list[Candidate], typing: str) -> list[Candidate]:
     return keep
 
 
-def context_help(registry: Registry, line: str, sources: Sources | None = None) -> str:
+def context_help(registry: Registry, line: str, config: Config | None = None) -> str:
     """The text shown when ``?`` is typed: what may come next, one per line, with explanations."""
-    found, typing = candidates(registry, line, sources)
+    found, typing = candidates(registry, line, config)
     if not found:
         if typing or line.strip():
             return "% no match: nothing valid can follow here (type 'help')"
@@ -164,9 +164,9 @@ def context_help(registry: Registry, line: str, sources: Sources | None = None) 
     return "\n".join(f"  {c.text.ljust(width)}  {c.meta}" for c in found)
 
 
-def completions(registry: Registry, line: str, sources: Sources | None = None) -> tuple[list[Candidate], str]:
+def completions(registry: Registry, line: str, config: Config | None = None) -> tuple[list[Candidate], str]:
     """Tab completion: only insertable candidates (no ``<HOST>`` placeholders)."""
-    found, typing = candidates(registry, line, sources)
+    found, typing = candidates(registry, line, config)
     return [c for c in found if not c.text.startswith("<")], typing
 
 
@@ -196,7 +196,7 @@ def command_help(spec: CommandSpec) -> str:
         for p in params:
             label = p.option if p.flag else p.type.metavar  # type: ignore[union-attr]
             kind = "" if p.is_switch else f"{p.type.describe()}; "  # type: ignore[union-attr]
-            default = f"; default {p.default}" if p.default not in (None, False) else ""
+            default = f"; default {_default_text(p.default)}" if p.default not in (None, False) else ""
             required = "; required" if p.required else ""
             lines.append(f"  {label.ljust(width)}  {kind}{p.help}{required}{default}")
     for group in spec.one_of:
@@ -204,3 +204,10 @@ def command_help(spec: CommandSpec) -> str:
     if spec.confirm:
         lines += ["", "Asks 'Do you want to continue? (y/n)' unless --yes is given."]
     return "\n".join(lines)
+
+
+def _default_text(value: object) -> str:
+    """A default as the user would type it: ``5432``, ``a,b``; never a Python tuple."""
+    if isinstance(value, tuple | list):
+        return ",".join(str(v) for v in value)
+    return str(value)

@@ -9,22 +9,28 @@ Modes, all through one :class:`~appliance.shell.dispatch.Dispatcher`:
 
 File transfer requests (sftp, scp, rsync) are refused silently with status 1: their clients would
 choke on text, and there is nothing to transfer to.
+
+Input is read as UTF-8 with invalid bytes kept as lone surrogates (the dispatcher refuses them by
+position), output is never refused by the encoder, and SIGHUP/SIGTERM interrupt a command like
+Ctrl-C (:mod:`appliance.interrupts`).
 """
 
 from __future__ import annotations
 
+import io
 import sys
 from collections.abc import Sequence
 
-from appliance import __version__
+from appliance import __version__, interrupts
 from appliance.config import Config, config_path, environ_user, load_config
-from appliance.errors import ApplianceError, ExitStatus, UsageError
+from appliance.errors import ApplianceError, CommandFailed, ExitStatus, UsageError
 from appliance.masking import mask_line
 from appliance.shell.audit import AuditLog, AuditRecord
 from appliance.shell.context import Context
-from appliance.shell.dispatch import Dispatcher
-from appliance.shell.env import Env
+from appliance.shell.dispatch import AUDIT_PREFIX, Dispatcher
+from appliance.shell.env import Env, read_line
 from appliance.shell.render import render_error
+from appliance.shell.tokenize import MAX_LINE
 from commands import build_registry
 
 USAGE = """usage: appliance-shell [--config PATH] [-c COMMAND]
@@ -108,22 +114,40 @@ def run(argv: Sequence[str], env: Env) -> int:
 def _audit_refused_transfer(config: Config, env: Env, command: str) -> None:
     AuditLog(config, env.stderr).write(AuditRecord(
         time=env.clock.now().isoformat(), user=environ_user(env.environ), origin=env.origin, mode="command",
-        line=mask_line(command, ()), status=int(ExitStatus.FAILED), duration_ms=0, accepted=False,
+        line=mask_line(command[:AUDIT_PREFIX], ()), status=int(ExitStatus.FAILED), duration_ms=0, accepted=False,
+        outcome="refused", length=len(command) if len(command) > AUDIT_PREFIX else None,
     ))
 
 
 def run_batch(dispatcher: Dispatcher) -> int:
-    """One command per line; blank lines and ``#`` comments skipped; stop at the first failure."""
-    for raw in dispatcher.ctx.env.stdin:
-        line = raw[:-1] if raw.endswith("\n") else raw
-        line = line[:-1] if line.endswith("\r") else line
-        status = dispatcher.run_line(line)
+    """One command per line; blank lines and ``#`` comments skipped; stop at the first failure, naming
+    its line number. Each line is read with a bound: an over-long one is refused without being held."""
+    number = 0
+    while (line := read_line(dispatcher.ctx.env.stdin, MAX_LINE)) is not None:
+        number += 1
+        where = f"line {number}"
+        if line.too_long:
+            status = dispatcher.refuse_long(line.text[:AUDIT_PREFIX], line.length, where=where)
+        else:
+            status = dispatcher.run_line(line.text[:-1] if line.text.endswith("\r") else line.text, where=where)
         if status != ExitStatus.OK:
+            if not dispatcher.reported:
+                render_error(CommandFailed(f"the command failed (exit status {int(status)}); the lines after it "
+                                           "were not run"), dispatcher.ctx.env.stderr, where=where)
             return status
+        if dispatcher.ctx.logout:
+            break  # exit, quit, logout
     return ExitStatus.OK
 
 
 def main() -> None:
+    # Invalid UTF-8 on standard input arrives as lone surrogates, which the dispatcher refuses by
+    # position, instead of a UnicodeDecodeError; nothing printed can fail to encode.
+    for stream, errors in ((sys.stdin, "surrogateescape"), (sys.stdout, "backslashreplace"),
+                           (sys.stderr, "backslashreplace")):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors=errors)
+    interrupts.install()
     env = Env()
     try:
         status = run(sys.argv[1:], env)
@@ -136,5 +160,6 @@ def main() -> None:
         os.dup2(devnull, sys.stdout.fileno())
         status = ExitStatus.FAILED
     except KeyboardInterrupt:
-        status = ExitStatus.INTERRUPTED
+        signum = interrupts.received()
+        status = ExitStatus.INTERRUPTED if signum is None else ExitStatus(interrupts.status_for(signum))
     sys.exit(status)

@@ -12,7 +12,9 @@ from typing import Any
 
 from appliance.errors import UsageError
 from appliance.shell.spec import Args, CommandSpec, Node, Param, Registry
-from appliance.shell.tokenize import Word
+from appliance.shell.tokenize import Word, split_flag
+
+_SHOWN_NAME = 40  # an unknown option is named in the error up to this many characters
 
 
 @dataclass(frozen=True)
@@ -30,8 +32,27 @@ def suggest(word: str, candidates: list[str]) -> str | None:
 
 
 def flag_name(text: str) -> str:
-    """``--db-host`` and ``--db_host`` name the same flag: ``db_host``."""
-    return text[2:].replace("-", "_")
+    """``--db-host`` and ``--db_host`` name the same flag: ``db_host`` (``--db_host=x`` too)."""
+    split = split_flag(text)
+    return split[0] if split is not None else text
+
+
+# FortiOS and FortiWeb put the verb first ("get system status", "show ..."); this shell puts the group
+# first ("system get status"), and has no "show": say what to type instead.
+_VERB_FIRST = {"get": "get", "show": "get", "set": "set"}
+
+
+def _verb_first_hint(registry: Registry, words: list[Word]) -> str | None:
+    if len(words) < 2 or words[0].quoted or words[0].text not in _VERB_FIRST:
+        return None
+    texts = [w.text for w in words]
+    wanted = [texts[1], _VERB_FIRST[texts[0]], *texts[2:]]
+    node, used = registry.root, 0
+    while used < len(wanted) and (child := node.children.get(wanted[used])) is not None:
+        node, used = child, used + 1
+    if used < 2 or node.command is None:
+        return None
+    return "did you mean: " + " ".join(wanted)
 
 
 def _next_words_hint(node: Node) -> str:
@@ -63,8 +84,9 @@ def resolve_command(registry: Registry, words: list[Word]) -> tuple[CommandSpec,
                 )
             where = " ".join(consumed)
             near = suggest(word.text, list(node.children))
-            hint = f"did you mean '{' '.join([*consumed, near])}'?" if near else (
-                "type 'help' to list the commands" if not consumed else _next_words_hint(node))
+            habit = _verb_first_hint(registry, words) if not consumed else None
+            hint = habit or (f"did you mean '{' '.join([*consumed, near])}'?" if near else (
+                "type 'help' to list the commands" if not consumed else _next_words_hint(node)))
             raise UsageError(
                 f"unknown command '{' '.join([*consumed, word.text])}'" if not where
                 else f"unknown word '{word.text}' after '{where}'",
@@ -102,45 +124,65 @@ def parse_words(registry: Registry, words: list[Word]) -> Invocation:
     positionals = spec.positionals()
     values: dict[str, Any] = {}
     given: list[str] = []
+    after_secret: Param | None = None  # the secret flag whose value was the previous word
     i = 0
     while i < len(rest):
         word = rest[i]
         text = word.text
         if text.startswith("-") and not word.quoted:
-            if not text.startswith("--") or text == "--":
+            split = split_flag(text)
+            if split is None or not split[0]:
                 raise UsageError(
-                    f"unknown option '{text}' for '{spec.name}'",
+                    f"unknown option '{text[:_SHOWN_NAME]}' for '{spec.name}'",
                     hint=f"usage: {spec.usage()}",
                 )
-            name, eq, inline = flag_name(text).partition("=")
+            name, tail = split
             param = flags.get(name)
-            if param is None:
-                near = suggest(name, list(flags))
+            if tail and not tail.startswith("="):
+                # An escaped or quoted space glued something onto the name; what follows may be a
+                # secret, so it is never echoed.
+                shown = param.option if param is not None else f"--{name[:_SHOWN_NAME]}"
                 raise UsageError(
-                    f"unknown option '--{name}' for '{spec.name}'",
+                    f"the option word starting with {shown} holds a character that cannot be in an option name",
+                    hint="separate the option and its value with a plain space; quote only the value",
+                )
+            if param is None:
+                near = suggest(name, list(flags)) if len(name) <= _SHOWN_NAME else None
+                raise UsageError(
+                    f"unknown option '--{name[:_SHOWN_NAME]}' for '{spec.name}'",
                     hint=f"did you mean '--{near}'?" if near else f"usage: {spec.usage()}",
                 )
             if name in given:
                 raise UsageError(f"{param.option} is given twice")
             given.append(name)
+            after_secret = None
             if param.is_switch:
-                if eq:
+                if tail:
                     raise UsageError(f"{param.option} takes no value")
                 values[name] = True
-            elif eq:
-                values[name] = _convert(param, inline)
+            elif tail:
+                values[name] = _convert(param, tail[1:])
+                after_secret = param if param.secret else None
             else:
                 if i + 1 >= len(rest):
                     raise UsageError(f"{param.option} needs a value", hint=f"usage: {_usage_of(param)}")
                 i += 1
                 values[name] = _convert(param, rest[i].text)
+                after_secret = param if param.secret else None
             i += 1
             continue
         if not positionals:
+            if after_secret is not None:
+                # Most likely the rest of a secret typed without quotes: do not echo it.
+                raise UsageError(
+                    f"unexpected word after the value of {after_secret.option} for '{spec.name}'",
+                    hint=f"quote a value that holds spaces: {after_secret.option} 'two words'",
+                )
             raise UsageError(
                 f"unexpected word '{text}' for '{spec.name}'",
                 hint=f"usage: {spec.usage()}",
             )
+        after_secret = None
         param = positionals[0]
         if param.many:
             values[param.name] = (*values.get(param.name, ()), _convert(param, text))

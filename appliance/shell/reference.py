@@ -12,7 +12,9 @@ EXIT_STATUS_DOC = {
     ExitStatus.NOT_CONFIRMED: "confirmation needed but not given (no terminal and no `--yes`, or answered no)",
     ExitStatus.AGENT_DOWN: "the node's agent did not answer on its control socket (stopped or frozen; "
     "`systemctl status appliance-agent`)",
+    ExitStatus.HANGUP: "the session hung up during the command (SIGHUP): interrupted and rolled back as by Ctrl-C",
     ExitStatus.INTERRUPTED: "interrupted (Ctrl-C)",
+    ExitStatus.TERMINATED: "stopped by SIGTERM during the command: interrupted and rolled back as by Ctrl-C",
 }
 
 

@@ -2,6 +2,11 @@
 
 Errors are rendered here too, so every command's failure looks the same: ``error: ...`` and an
 optional ``hint: ...`` on stderr.
+
+Every value this module prints passes through :func:`appliance.safetext.safe` (table cells, headers and
+titles, fields, messages, errors, hints, streamed lines), and JSON escapes every control character, so
+a command added anywhere gets a terminal-safe output without doing anything: a node name or a server
+error carrying ``ESC ] 0;...`` is shown as ``\\x1b]0;...``, and a newline in a cell cannot forge a row.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ from enum import Enum
 from pathlib import Path
 from typing import IO, Any
 
+from appliance import interrupts
 from appliance.errors import ApplianceError, ExitStatus
+from appliance.safetext import safe
 from appliance.shell.result import Binary, Result, Stream, Table
 
 
@@ -64,30 +71,37 @@ def to_json(result: Result) -> Any:
 def format_table(table: Table) -> str:
     from tabulate import tabulate  # imported only when a table is printed: keeps start-up fast
 
-    rows = [[_text(v) for v in row] for row in table.rows]
-    return tabulate(rows, headers=list(table.headers), tablefmt="presto", disable_numparse=True)
+    rows = [[safe(_text(v)) for v in row] for row in table.rows]
+    headers = [safe(h) for h in table.headers]
+    return tabulate(rows, headers=headers, tablefmt="presto", disable_numparse=True)
 
 
 def format_fields(fields: Sequence[tuple[str, Any]]) -> str:
     width = max(len(label) for label, _ in fields)
-    return "\n".join(f"{label.ljust(width)} : {_text(value)}" for label, value in fields)
+    return "\n".join(f"{safe(label).ljust(width)} : {safe(_text(value))}" for label, value in fields)
+
+
+def to_json_text(result: Result) -> str:
+    """The JSON document as text: ASCII only, so every control character is a ``\\uXXXX`` escape."""
+    import json
+
+    # json escapes C0 controls and (ensure_ascii) everything above ASCII, but not DEL.
+    return json.dumps(to_json(result), indent=2, sort_keys=False, ensure_ascii=True).replace("\x7f", "\\u007f")
 
 
 def render(result: Result, out: IO[str], *, as_json: bool = False) -> None:
     """Print ``result`` on ``out``."""
     if as_json:
-        import json
-
-        out.write(json.dumps(to_json(result), indent=2, sort_keys=False) + "\n")
+        out.write(to_json_text(result) + "\n")
         return
     parts: list[str] = []
     if result.message is not None:
-        parts.append(result.message)
+        parts.append(safe(result.message, newlines=True))
     if result.fields:
         parts.append(format_fields(result.fields))
     for table in result.tables:
         body = format_table(table) if table.rows else "(none)"
-        parts.append(f"{table.title}\n{body}" if table.title else body)
+        parts.append(f"{safe(table.title)}\n{body}" if table.title else body)
     if parts:
         out.write("\n\n".join(parts) + "\n")
 
@@ -95,12 +109,15 @@ def render(result: Result, out: IO[str], *, as_json: bool = False) -> None:
 def render_stream(stream: Stream, out: IO[str]) -> ExitStatus:
     """Print each line as it comes; return the stream's status once it is exhausted.
 
-    A Ctrl-C that arrives while a line is being printed is thrown into the producer at the point it
-    is paused, so its own clean-up (a rollback, stopping a child) runs and is reported, just as if
-    the interrupt had arrived while it was working.
+    A Ctrl-C (or a hang-up, or SIGTERM) that arrives while a line is being printed is thrown into the
+    producer at the point it is paused, so its own clean-up (a rollback, stopping a child) runs and is
+    reported, just as if the interrupt had arrived while it was working. If the output itself is gone
+    (the terminal or the SSH channel closed: the write fails), that is a hang-up: the producer gets it
+    the same way and runs to its end with nothing more printed.
     """
     lines = stream.lines
     pending: BaseException | None = None
+    lost = False
     while True:
         try:
             if pending is not None and isinstance(lines, Generator):
@@ -112,11 +129,16 @@ def render_stream(stream: Stream, out: IO[str]) -> ExitStatus:
         except StopIteration:
             break
         pending = None
+        if lost:
+            continue
         try:
-            out.write(line + "\n")
+            out.write(safe(line) + "\n")
             out.flush()
         except KeyboardInterrupt as exc:
             pending = exc
+        except OSError:
+            lost = True
+            pending = interrupts.output_lost()
     return stream.status()
 
 
@@ -144,10 +166,12 @@ def render_binary(binary: Binary, out: IO[str]) -> ExitStatus:
     return binary.status()
 
 
-def render_error(error: ApplianceError, err: IO[str]) -> None:
-    err.write(f"error: {error.message}\n")
+def render_error(error: ApplianceError, err: IO[str], *, where: str | None = None) -> None:
+    """``error: [WHERE: ]MESSAGE`` and ``hint: HINT``, each one line whatever the text holds."""
+    prefix = f"{where}: " if where else ""
+    err.write(f"error: {safe(prefix + error.message)}\n")
     if error.hint:
-        err.write(f"hint: {error.hint}\n")
+        err.write(f"hint: {safe(error.hint)}\n")
     err.flush()
 
 

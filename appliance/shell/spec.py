@@ -23,14 +23,22 @@ if TYPE_CHECKING:
 Handler = Callable[["Context", "Args"], "Outcome"]
 
 
-@dataclass(frozen=True)
 class Preview:
     """What a pre-flight found: ``text`` to show above the confirmation question (None: nothing), and
     what it ``prepared`` for the handler (a plan), which the handler gets as ``args.prepared`` so that
-    nothing is checked twice."""
+    nothing is checked twice.
 
-    text: str | None
-    prepared: Any = None
+    Every command that asks for confirmation says what will change (old -> new) this way. The text is
+    printed whether or not the question is asked (a plan, a warning, a revert deadline matter with
+    ``--yes`` too), unless ``with_question``: a one-line "old -> new" that the command's own result
+    repeats is shown only above the question. (A plain class: the shell builds this module on every
+    start, and its start-up is measured.)
+    """
+
+    __slots__ = ("prepared", "text", "with_question")
+
+    def __init__(self, text: str | None, prepared: Any = None, *, with_question: bool = False) -> None:
+        self.text, self.prepared, self.with_question = text, prepared, with_question
 
 
 # Runs before the confirmation question without changing anything (checks, a summary of what will

@@ -9,11 +9,14 @@ value can ever become an option of ``ping`` or any other tool.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from appliance.names import check_hostname, check_single_label
+from appliance.names import check_hostname, check_node_name, check_single_label, check_zone_id
+
+if TYPE_CHECKING:
+    from appliance.config import Config
 
 
 class ParamType:
@@ -29,8 +32,13 @@ class ParamType:
         raise NotImplementedError
 
     def choices(self) -> Sequence[str]:
-        """Values offered by Tab completion (only enums have any)."""
+        """The fixed values offered by Tab completion (only enums have any)."""
         return ()
+
+    def suggestions(self, config: Config | None) -> Sequence[str]:
+        """Values offered by Tab completion and ``?``: the fixed choices, or values known only at run time
+        (asked only when Tab or ``?`` is pressed, never at start-up; ``config`` None: none of those)."""
+        return self.choices()
 
     def describe(self) -> str:
         """One line for the golden command table and help."""
@@ -104,12 +112,26 @@ class IpAddress(ParamType):
     metavar: str = "<IP>"
 
     def parse(self, text: str) -> str:
-        import ipaddress
+        address = _ip_address(text)
+        if address is None:
+            raise ValueError("must be an IPv4 or IPv6 address")
+        return address
 
-        try:
-            return str(ipaddress.ip_address(text))
-        except ValueError:
-            raise ValueError("must be an IPv4 or IPv6 address") from None
+
+def _ip_address(text: str) -> str | None:
+    """``text`` as a normalised IP address, or None if it is not one.
+
+    :raises ValueError: an IPv6 address whose zone id (``%eth0``) is not an interface name.
+    """
+    import ipaddress
+
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+        check_zone_id(address.scope_id)
+    return str(address)
 
 
 @dataclass(frozen=True)
@@ -135,18 +157,35 @@ class HostName(ParamType):
 
 
 @dataclass(frozen=True)
+class NodeName(ParamType):
+    """The name of a node of the cluster (a host name). ``known`` lists the names this node last saw,
+    from a local file (no database round trip: Tab must answer at once, whatever the database does)."""
+
+    metavar: str = "<NODE>"
+    known: Callable[[Config], Sequence[str]] | None = None
+
+    def parse(self, text: str) -> str:
+        return check_node_name(text)
+
+    def suggestions(self, config: Config | None) -> Sequence[str]:
+        if config is None or self.known is None:
+            return ()
+        try:
+            return self.known(config)
+        except Exception:  # Tab must never break the prompt, whatever the file holds
+            return ()
+
+
+@dataclass(frozen=True)
 class Host(ParamType):
     """An IPv4/IPv6 address or a DNS host name."""
 
     metavar: str = "<HOST>"
 
     def parse(self, text: str) -> str:
-        import ipaddress
-
-        try:
-            return str(ipaddress.ip_address(text))
-        except ValueError:
-            pass
+        address = _ip_address(text)
+        if address is not None:
+            return address
         if text.startswith("[") and text.endswith("]"):
             raise ValueError("is in brackets: write an IPv6 address without them (the port is a separate option)")
         return check_hostname(text)
@@ -180,6 +219,22 @@ class PortList(ParamType):
         if len(items) > self.max_items:
             raise ValueError(f"may list at most {self.max_items} ports")
         return tuple(PORT.parse(item.strip()) for item in items)
+
+
+@dataclass(frozen=True)
+class CaFile(ParamType):
+    """A CA certificate file, as an absolute path, or ``system`` (the operating system's trusted CAs)."""
+
+    metavar: str = "<PATH|system>"
+    max_len: int = 1024
+
+    def parse(self, text: str) -> str:
+        if text == "system":
+            return text
+        if not text.startswith("/") or len(text) > self.max_len or any(c in text for c in ", "):
+            raise ValueError(f"must be an absolute path (at most {self.max_len} characters, no spaces or commas) "
+                             "or 'system'")
+        return text
 
 
 @dataclass(frozen=True)
@@ -242,21 +297,9 @@ class AddressPrefix(ParamType):
     metavar = "<ADDR/PREFIX>"
 
     def parse(self, text: str) -> str:
-        import ipaddress
+        from appliance.net.addresses import parse_host_address  # ipaddress: only when an address is typed
 
-        if "/" not in text:
-            raise ValueError("needs a prefix length (ADDR/PREFIX, for example 192.0.2.10/24)")
-        try:
-            iface = ipaddress.ip_interface(text)
-        except ValueError:
-            raise ValueError("must be an IPv4 or IPv6 address with a prefix length (ADDR/PREFIX)") from None
-        ip = iface.ip
-        if ip.is_loopback or ip.is_multicast or ip.is_unspecified or ip.is_link_local:
-            raise ValueError("must be a unicast address (not loopback, multicast, link-local or unspecified)")
-        net = iface.network
-        if ip.version == 4 and net.prefixlen < 31 and ip in (net.network_address, net.broadcast_address):
-            raise ValueError(f"is the {'network' if ip == net.network_address else 'broadcast'} address of {net}")
-        return str(iface)
+        return str(parse_host_address(text))
 
 
 class IpList(ParamType):

@@ -100,7 +100,9 @@ class RepmgrPair:
         self._repmgr(self.nodes[0], "primary", "register")
         standby = primary.add_standby("db2")
         self.nodes.append(RepmgrNode(2, standby, self._write_conf(2, standby)))
-        self._repmgr(self.nodes[1], "standby", "register")
+        # --wait-sync: repmgrd on the standby reads its node record there; under load the record written on
+        # the primary may not have replicated yet when repmgrd starts ("no metadata record found").
+        self._repmgr(self.nodes[1], "standby", "register", "--wait-sync=30")
         for node in self.nodes:
             self.start_repmgrd(node)
         self.wait_repmgrd()
@@ -174,7 +176,8 @@ class RepmgrPair:
             self.other(node).cluster.standbys.remove(node.cluster)
         shutil.rmtree(node.cluster.cluster_dir)
         node.cluster = self.other(node).cluster.add_standby(node.name, port=port)
-        self._repmgr(node, "standby", "register", "--force", "--upstream-node-id", str(self.other(node).node_id))
+        self._repmgr(node, "standby", "register", "--force", "--upstream-node-id", str(self.other(node).node_id),
+                     "--wait-sync=30")
         self.start_repmgrd(node)
         self.wait_repmgrd()
 

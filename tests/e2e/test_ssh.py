@@ -26,6 +26,7 @@ from tests.sshd import (
     SshServer,
     TerminalSession,
     appliance_user,
+    cmdline,
     drain,
     environ_of,
     exec_command,
@@ -158,7 +159,7 @@ def test_commands_exit_with_the_commands_status(sshd, user, ssh):
     assert ran.status == 0, ran
     assert exec_command(ssh, "system get hostname").stdout == "EMS-2\n"
     assert user.stored_hostname() == "EMS-2"
-    assert [(r["line"], r["status"], r["origin"], r["user"]) for r in user.audit()] == [
+    assert [(r["line"], r["status"], r["origin"], r["user"]) for r in user.audit() if r["event"] == "end"] == [
         (line, status, "ssh:127.0.0.1", user.name) for line, status in (
             ("system get hostname", 0), ("no such command", 2), ("system set hostname X", 3),
             ("execute ping 127.0.0.1 --count 1", 0), ("system set hostname EMS-2 --yes", 0),
@@ -192,9 +193,10 @@ def test_commands_on_stdin_without_a_terminal_run_as_a_batch(sshd, user, ssh):
     assert ran.stdout.splitlines()[0] == "EMS"
     assert ran.stderr.startswith("error: ")
     assert user.stored_hostname() == "EMS-8"  # the line after the failure never ran
-    assert [(r["line"], r["mode"]) for r in user.audit()] == [
+    assert [(r["line"], r["mode"]) for r in user.audit() if r["event"] == "end"] == [
         ("system get hostname", "batch"), ("system set hostname EMS-8 --yes", "batch"),
         ("no such command", "batch")]
+    assert ran.stderr.startswith("error: line 5: ")  # the failing line is named (comments and blanks count)
 
 
 def test_client_locale_variables_do_not_break_the_shell(sshd, ssh):
@@ -462,3 +464,29 @@ def test_expired_password_with_a_terminal_and_password_auth_runs_passwd_then_dis
         assert exec_command(client, "system get hostname").stdout == "EMS\n"
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("pty", [True, False], ids=["terminal", "no-terminal"])
+def test_a_connection_dropped_during_a_command_ends_it_and_it_is_audited_as_interrupted(sshd, user, ssh, pty):
+    """sshd hangs up on the shell (SIGHUP, or the output it writes to goes nowhere): the command stops, its
+    child with it, and the audit says so (no more "died with 129 and no record")."""
+    chan = ssh.get_transport().open_session(timeout=TIMEOUT_S)
+    if pty:
+        chan.get_pty(term="xterm", width=120, height=40)
+    chan.exec_command("execute ping 127.0.0.1 --count 60")
+    deadline = time.monotonic() + TIMEOUT_S
+    seen = b""
+    while b"bytes from" not in seen and time.monotonic() < deadline:
+        if chan.recv_ready():
+            seen += chan.recv(4096)
+        time.sleep(0.02)
+    assert b"bytes from" in seen
+    ssh.get_transport().sock.close()  # vanish without a goodbye
+    ssh.close()
+    user.wait_no_shell()
+    deadline = time.monotonic() + TIMEOUT_S
+    while not [r for r in user.audit() if r["line"].startswith("execute ping")] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [record] = [r for r in user.audit() if r["line"].startswith("execute ping")]
+    assert (record["outcome"], record["status"]) == ("interrupted", 129), record
+    assert not [pid for pid in user.processes() if "ping" in " ".join(cmdline(pid))]  # the child went too

@@ -287,7 +287,8 @@ def test_reboot_of_the_primary_hands_over_and_it_rejoins_as_standby(nodes):
     assert json.loads((a.root / "var/lib/appliance/agent-status.json").read_text())["state"] == "SECOND"
     # The journal is persistent (/var/log/journal): the audit record was written before the node went down.
     before = a.run(["journalctl", "-b", "-1", "--no-pager", "-t", "appliance-shell"]).stdout
-    [record] = [line for line in before.splitlines() if 'line="execute reboot --yes"' in line]
+    start, record = [line for line in before.splitlines() if 'line="execute reboot --yes"' in line]
+    assert "event=start" in start and "event=end" in record  # a state-changing command: start and end
     assert "user=ems" in record and "status=0" in record
 
 

@@ -82,7 +82,7 @@ def test_backup_restore_round_trip(standalone: Node, pg_primary: PgCluster) -> N
     assert status == 0, out + err
     assert "cluster setting keepalive_interval_s: 7 -> 10" in out and "cluster setting maintenance: on -> off" in out
     assert "system settings: 1 -> 0 entries (x)" in out
-    assert "It keeps this cluster's identity, nodes and lease." in out
+    assert "It keeps this cluster's identity, nodes and lease (and its events" in out
     assert "Saved the current state first:" in out and "Done:" in out
     after = settings(standalone, pg_primary)
     assert {k: after[k] for k in before} == before
@@ -213,7 +213,8 @@ def test_the_bundle_holds_the_state_and_no_secret(cluster: HaCluster, pg_primary
     assert sorted(n["name"] for n in nodes["nodes"]) == ["node1", "node2"]
     reach = json.loads(members["db/reachability.json"])
     assert [(r["target"], r["reachable"]) for r in reach] == [("active", True), ("local", True)]
-    assert "ha/events.json: this version has no `ha get events`" in members["README.txt"].decode()
+    events = json.loads(members["ha/events.json"])
+    assert "redirect" in {e["kind"] for e in events["events"]}, events
     assert b"redirect --db_host 192.0.2.1" in members["logs/audit.log"]
 
     origin, active = read_targets(node.config)

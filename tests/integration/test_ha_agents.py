@@ -144,7 +144,8 @@ def test_startup_one_primary_the_registered_one(new_cluster):
     marked = [line for line in table.stdout.splitlines() if "(*)" in line]
     assert len(marked) == 1 and marked[0].split()[0] == "node3", table.stdout
     node1_row = next(line for line in table.stdout.splitlines() if line.split()[:1] == ["node1"])
-    assert [cell.strip() for cell in node1_row.split("|")[:3]] == ["node1", "primary", "online"], table.stdout
+    assert [cell.strip() for cell in node1_row.split("|")[:4]] == ["node1", "primary", "PRIM", "online"], table.stdout
+    assert "Last Seen (UTC)" in table.stdout
     no_two_primaries(c)
 
 

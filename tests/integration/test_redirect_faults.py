@@ -187,9 +187,9 @@ def test_pg_hba_reject(idle, empty_db, pg_primary):
 def test_tls_required_but_the_server_has_none(idle, empty_db):
     before = snapshot(idle)
     original = idle.config_path.read_text()
-    assert "[database]\n" in original
+    assert 'sslmode = "disable"\n' in original  # the test clusters have no TLS (appliance/testkit/nodes.py)
     try:
-        idle.config_path.write_text(original.replace("[database]\n", '[database]\nsslmode = "require"\n', 1))
+        idle.config_path.write_text(original.replace('sslmode = "disable"\n', 'sslmode = "require"\n', 1))
         idle.config = load_config(idle.config_path)
         assert idle.config.database.sslmode == "require"
         done = redirect(idle, port=empty_db.port, user=empty_db.user, dbname=empty_db.dbname,

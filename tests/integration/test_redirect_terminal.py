@@ -163,8 +163,9 @@ def test_password_is_asked_without_echo_then_confirmed(make_node, remote, consol
     assert remote.rows("SELECT name, role FROM appliance.nodes") == [("node1", "primary")]
     assert node.running() == ["beat", "demo"]
 
-    [record] = [r for r in audit_records(node) if str(r["line"]).startswith("redirect")]
-    assert record["status"] == 0 and record["mode"] == "interactive"
+    start, record = [r for r in audit_records(node) if str(r["line"]).startswith("redirect")]
+    assert (start["event"], record["event"]) == ("start", "end")
+    assert record["status"] == 0 and record["mode"] == "interactive" and record["outcome"] == "finished"
     assert remote.password not in node.all_text()
 
     # Logging out of the console does not take the services started by the redirect with it.
@@ -226,7 +227,7 @@ def test_password_on_the_line_is_masked_everywhere(make_node, remote, console):
     history = (node.state / "history").read_text(encoding="utf-8")
     assert masked in history.splitlines()
     audit = (node.state / "audit.log").read_text(encoding="utf-8")
-    assert [r["line"] for r in audit_records(node)][:2] == [masked, "history"]
+    assert [r["line"] for r in audit_records(node) if r["event"] == "end"][:2] == [masked, "history"]
     for text in (history, audit, node.all_text()):
         assert remote.password not in text and "ö\\rd" not in text and "ss=w" not in text
 

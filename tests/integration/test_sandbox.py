@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+
+from appliance.config import load_config
+from appliance.node import read_targets
 
 BIN = Path(sys.executable).parent
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/root"}
@@ -76,6 +80,20 @@ def test_cluster_failover_and_down(base):
     assert [(n["name"], n["role"], n["status"], n["this_node"]) for n in nodes] == [
         ("node1", "primary", "online", False), ("node2", "standby", "online", True)]
 
+    # The remote database speaks TLS only, with the sandbox's own CA, and the nodes verify it.
+    assert (doc["remote"]["sslmode"], doc["remote"]["sslrootcert"]) == ("verify-full", str(base / "ca.crt"))
+    for config in (node1, node2):
+        _origin, active = read_targets(load_config(Path(config)))
+        assert (active.target.sslmode, active.target.sslrootcert) == ("verify-full", str(base / "ca.crt"))
+    plain = subprocess.run(["/usr/bin/psql", "-X", "-w", "-c", "select 1",
+                            f"host=127.0.0.1 port={doc['remote']['port']} user={doc['remote']['user']} "
+                            "dbname=appliance sslmode=disable"], capture_output=True, text=True, timeout=30,
+                           env={**ENV, "PGPASSWORD": doc["remote"]["password"]}, check=False)
+    assert plain.returncode != 0 and "no encryption" in plain.stderr  # hostssl only
+
+    again = sandbox(base, "start", "node2")  # already running: said so, nothing started twice
+    assert again.returncode == 0 and "node2: already running" in again.stdout, again.stdout
+
     killed = sandbox(base, "kill", "node1")
     assert killed.returncode == 0
     t0 = time.monotonic()
@@ -131,6 +149,18 @@ def test_missing_sandbox_and_unreachable_dir(base, tmp_path):
         private = tmp_path / "private"  # pytest's tmp dirs are 0700
         refused = sandbox(private, "up", "--nodes", "1")
         assert refused.returncode == 1 and "cannot reach" in refused.stderr and "hint:" in refused.stderr
+
+
+def test_help_describes_every_subcommand():
+    done = subprocess.run([str(BIN / "appliance-sandbox"), "--help"], capture_output=True, text=True, timeout=30,
+                          env=ENV, check=False)
+    assert done.returncode == 0
+    for name in ("up", "status", "down", "shell", "kill", "start"):
+        assert re.search(rf"^\s+{name}\s+\w", done.stdout, re.MULTILINE), (name, done.stdout)
+    for name in ("up", "start"):
+        sub = subprocess.run([str(BIN / "appliance-sandbox"), name, "--help"], capture_output=True, text=True,
+                             timeout=30, env=ENV, check=False)
+        assert sub.returncode == 0 and "--dir" in sub.stdout and len(sub.stdout.splitlines()) > 4
 
 
 def test_a_node_joins_with_a_code_and_a_takeover_reaches_the_notification_receiver(base):

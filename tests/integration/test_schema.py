@@ -136,6 +136,29 @@ def test_older_then_upgrade(db):
     assert conn.execute("SELECT handover_to FROM appliance.lease").fetchone() == (None,)
 
 
+NODE = ("INSERT INTO appliance.nodes (node_id, hardware_id, name, priority, role, product_version)"
+        " VALUES (gen_random_uuid(), %s, %s, 1, 'standby', '0.1.0') RETURNING node_id::text")
+
+
+@pytest.mark.parametrize("name", ["EMS\x1b]0;owned\x07", "a\nforged", "-x", "a_b", "ems.", "12", "x" * 64, ""])
+def test_schema_v4_refuses_a_node_name_that_is_not_a_host_name(db, name):
+    conn, _ = deployed(db)
+    with pytest.raises(psycopg.errors.CheckViolation):
+        conn.execute(NODE, (uuid.uuid4().hex, name))
+    assert conn.execute(NODE, (uuid.uuid4().hex, "EMS-1.example")).fetchone()
+
+
+def test_upgrade_to_v4_renames_a_stored_name_that_breaks_the_rule(db):
+    conn, _ = deployed(db, upto=3)
+    [(bad_id,)] = conn.execute(NODE, ("hw-1", "EMS\x1b]0;owned\x07\nfake row")).fetchall()
+    [(good_id,)] = conn.execute(NODE, ("hw-2", "EMS-2")).fetchall()
+    with conn.transaction():
+        S.upgrade(conn, "appliance", S.read_state(conn, "appliance"), product_version="0.3.0")
+    rows = dict(conn.execute("SELECT node_id::text, name FROM appliance.nodes").fetchall())
+    assert rows == {bad_id: f"node-{bad_id[:8]}", good_id: "EMS-2"}
+    assert S.read_state(conn, "appliance").kind is S.StateKind.CURRENT
+
+
 def test_privileges(db, pg_primary):
     role = f"r_{uuid.uuid4().hex[:8]}"
     pg_primary.create_role(role, "pw-1")

@@ -24,6 +24,13 @@ def test_every_state_changing_command_confirms():
             assert spec.confirm, f"{spec.name} changes state but does not confirm"
 
 
+def test_every_command_that_asks_says_what_will_change():
+    """The question comes after a line saying what changes (old -> new): a pre-flight's Preview."""
+    for spec in build_registry().specs:
+        if spec.confirm:
+            assert spec.preflight is not None, f"{spec.name} asks for confirmation without saying what will change"
+
+
 def test_every_param_has_help():
     for spec in build_registry().specs:
         for param in spec.all_params:

@@ -217,7 +217,9 @@ def test_generation_changes_on_every_write_and_never_on_a_read(harness: Harness)
 
 def test_rotation_keeps_the_values_and_changes_the_key(ready: CredentialBackend) -> None:
     ready.write_set(make_creds())
+    before = ready.key_id()
     first = ready.rotate_key()
+    assert first.previous_key_id == before and ready.key_id() == first.key_id
     assert first.previous_key_id != first.key_id and first.files == 3
     assert plain(ready.read_set()) == make_creds()
     second = ready.rotate_key()
@@ -235,7 +237,8 @@ def test_rotation_without_a_set_just_replaces_the_key(ready: CredentialBackend) 
 
 def test_without_a_key_nothing_can_be_written_or_rotated(harness: Harness) -> None:
     backend = harness.backend
-    for call in (backend.check_ready, backend.read_set, backend.rotate_key, lambda: backend.write_set(make_creds())):
+    for call in (backend.check_ready, backend.key_id, backend.read_set, backend.rotate_key,
+                 lambda: backend.write_set(make_creds())):
         with pytest.raises(CredentialMissing) as info:
             call()
         assert isinstance(info.value, NotConfigured) and info.value.hint

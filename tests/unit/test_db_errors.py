@@ -54,6 +54,16 @@ OBSERVED = [
         "directory\n\tIs the server running locally and accepting connections on that socket?",
         K.REFUSED,
     ),
+    # require_auth=scram-sha-256 and channel_binding=require refusing a server (libpq 18).
+    (PREFIX + 'authentication method requirement "scram-sha-256" failed: server requested a cleartext password',
+     K.INSECURE_AUTH),
+    (PREFIX + 'authentication method requirement "scram-sha-256" failed: server requested a hashed password',
+     K.INSECURE_AUTH),
+    (PREFIX + 'authentication method requirement "scram-sha-256" failed: server did not complete authentication',
+     K.INSECURE_AUTH),
+    (PREFIX + "channel binding required, but SSL not in use", K.INSECURE_AUTH),
+    (PREFIX + "channel binding is required, but server did not offer an authentication method that supports "
+     "channel binding", K.INSECURE_AUTH),
     ('connection is bad: invalid port number: "0"', K.OTHER),
     ("something nobody has seen before", K.OTHER),
 ]
@@ -308,3 +318,38 @@ def test_import_does_not_load_psycopg() -> None:
     code = "import sys, appliance.db, appliance.db.connect; print('psycopg' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(("asked", "says"), [
+    ("server requested a cleartext password", "asked for the password in clear text; refused, nothing was sent"),
+    ("server requested a hashed password", "asked for an MD5-hashed password; refused, nothing was sent"),
+    ("server did not complete authentication", "without checking the password (trust): refused"),
+])
+def test_a_server_asking_for_a_usable_password_is_named_as_such(asked: str, says: str) -> None:
+    target = DbTarget(("127.0.0.1",), (5433,), "app", "pw-secret", "appdb")
+    exc = error_from_exception(
+        psycopg.OperationalError(PREFIX + f'authentication method requirement "scram-sha-256" failed: {asked}'),
+        target)
+    assert exc.kind is K.INSECURE_AUTH and isinstance(exc, NotConfigured)
+    assert says in exc.message and "scram-sha-256" in (exc.hint or "")
+
+
+@pytest.mark.parametrize(("sslmode", "attempts"), [
+    ("disable", [("disable", "disable")]),
+    ("allow", [("disable", "disable"), ("require", "require")]),
+    ("prefer", [("require", "require"), ("disable", "disable")]),
+    ("require", [("require", "require")]),
+    ("verify-ca", [("verify-ca", "require")]),
+    ("verify-full", [("verify-full", "require")]),
+])
+def test_channel_binding_is_required_whenever_an_attempt_may_use_tls(sslmode: str, attempts: list) -> None:
+    from appliance.db.connect import tls_attempts
+
+    root = "/etc/ca.pem" if sslmode.startswith("verify") else None
+    target = DbTarget(("db1", "db2"), (5432,), "app", "pw", "appdb", sslmode, root)
+    got = tls_attempts(target)
+    assert [(a["sslmode"], a["channel_binding"]) for a in got] == attempts
+    assert all(a.get("sslrootcert") == root for a in got if a["sslmode"] != "disable")
+    assert all(a["sslcertmode"] == "disable" for a in got if a["sslmode"] != "disable")  # never a client cert
+    socket_target = DbTarget(("/var/run/postgresql",), (5432,), "app", "pw", "appdb", sslmode, root)
+    assert tls_attempts(socket_target) == [{"sslmode": "disable", "channel_binding": "disable"}]

@@ -54,3 +54,31 @@ def test_help_lists_all_commands_and_details_one():
     assert "usage: redirect --db_host" in detail and "exactly one of: --is_primary_node" in detail
     assert "Do you want to continue? (y/n)" in detail
     assert "ha set mode" in help_text(registry(), ("ha",)) and "ha get nodes" in help_text(registry(), ("ha",))
+
+
+def test_help_shows_a_tuple_default_as_the_user_would_type_it():
+    text = command_help(registry().find(("redirect",)).command)
+    assert "default 5432" in text and "(5432,)" not in text
+
+
+def test_node_names_are_offered_after_switchover_to_from_the_agents_status_file(tmp_path):
+    """Tab after ``ha switchover --to``: the names the agent last wrote, read only when asked; nothing
+    without a configuration (start-up), nothing from a broken file, never an invalid name."""
+    import json
+
+    from appliance.config import Config, with_state_dir
+    from commands import build_registry
+
+    real = build_registry()
+    config = with_state_dir(Config(), tmp_path)
+    status = tmp_path / "agent-status.json"
+    line = "ha switchover --to "
+    assert completions(real, line, config)[0] == []  # no agent has written anything yet
+    status.write_text(json.dumps({"nodes": ["EMS-2", "EMS-1", "bad\x1b]0;x\x07", 7]}))
+    assert [c.text for c in completions(real, line, config)[0]] == ["EMS-1", "EMS-2"]
+    assert [c.text for c in completions(real, line + "EMS-2"[:4], config)[0]] == ["EMS-1", "EMS-2"]
+    assert [c.text for c in completions(real, "ha switchover --to E", config)[0]] == ["EMS-1", "EMS-2"]
+    assert "EMS-1" in context_help(real, line, config)
+    assert completions(real, line)[0] == []  # without a configuration: nothing looked up
+    status.write_text("{not json")
+    assert completions(real, line, config)[0] == []

@@ -87,8 +87,8 @@ def test_audit_records_are_shown_as_text(tmp_path: Path) -> None:
               "line": "system get hostname", "status": 0, "duration_ms": 3, "accepted": True}
     c.paths.audit.write_text(json.dumps(record) + "\n")
     _origin, lines = logs.show(c, LogQuery("audit", 5), FakeClock(NOW))
-    assert list(lines) == [f"{NOW.isoformat()} user=ems origin=ssh:192.0.2.9 mode=command accepted status=0 "
-                           'duration_ms=3 line="system get hostname"']
+    assert list(lines) == [f"{NOW.isoformat()} user=ems origin=ssh:192.0.2.9 mode=command accepted event=end "
+                           'outcome=finished status=0 duration_ms=3 line="system get hostname"']
 
 
 def test_control_characters_and_passwords_in_a_log_are_not_shown_raw(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from appliance.ha.memstore import InMemoryStore
 from appliance.ha.notify import check_addresses, check_smtp, check_url, retry_in_s, signature
 from appliance.ha.outbox import Outbox
 from appliance.ha.sealed import SealError, cluster_key, seal, unseal
-from commands.ha import EVENT_KINDS, Duration
+from commands.ha_cluster import EVENT_KINDS, Duration
 
 
 def _code(**kwargs: object) -> JoinCode:

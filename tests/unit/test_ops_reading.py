@@ -4,6 +4,7 @@ time zone and NTP servers from files, interfaces and the appliance's own network
 from __future__ import annotations
 
 import os
+import re
 import socket
 import struct
 from dataclasses import replace
@@ -15,7 +16,7 @@ import pytest
 
 from appliance.clock import FakeClock
 from appliance.config import Config, SystemConfig
-from appliance.db.schema import TABLES
+from appliance.db.schema import TABLES, migrations
 from appliance.masking import MASK
 from appliance.ops.accounts import _UTMP, USER_PROCESS, sessions
 from appliance.ops.backup import decode_copy_field
@@ -116,3 +117,9 @@ def test_copy_text_fields(raw: str, value: str | None) -> None:
 
 def test_every_table_of_the_schema_is_either_kept_or_restored_by_a_restore() -> None:
     assert sorted(KEPT + RESTORED) == sorted(TABLES), "a new table: decide whether a restore keeps or replaces it"
+
+
+def test_the_table_list_names_every_table_the_migrations_create() -> None:
+    created = {match.group(1) for migration in migrations()
+               for match in re.finditer(r"CREATE TABLE (\w+)", migration.sql)}
+    assert sorted(created) == sorted(TABLES)

@@ -127,3 +127,25 @@ def test_registry_rejects_bad_declarations():
         Registry([CommandSpec(("a",), "", echo)])
     with pytest.raises(ValueError, match="one_of"):
         Registry([CommandSpec(("a",), "x", echo, one_of=(("nope",),))])
+
+
+@pytest.mark.parametrize("line", [
+    "redirect --db_host h --db-pass\\ SEKRIT --is_primary_node",  # an escaped space glues the value on
+    "redirect --db_host h --db_pass top SEKRIT --is_primary_node",  # a value with a space, unquoted
+    "redirect --db_host h --db_pass=top SEKRIT --is_primary_node",
+])
+def test_a_refused_secret_is_never_echoed_in_the_error(line):
+    err = error(line)
+    assert "SEKRIT" not in err.message + (err.hint or ""), err.message
+    assert "--db_pass" in err.message
+
+
+def test_fortios_habits_get_the_matching_command():
+    reg = registry()
+    err = error("get ha nodes")
+    assert err.message == "unknown command 'get'" and err.hint == "did you mean: ha get nodes"
+    err = error("show ha nodes --json")  # there is no show: the matching get
+    assert err.hint == "did you mean: ha get nodes --json"
+    assert error("set ha mode auto").hint == "did you mean: ha set mode auto"
+    assert error("show nothing here").hint == "type 'help' to list the commands"
+    assert reg.find(("get",)) is None

@@ -92,3 +92,23 @@ def test_help_for_one_command(tmp_path):
     assert d.run_line("help execute ping") == 0
     assert "usage: execute ping <HOST>" in env.stdout.getvalue()
     assert d.run_line("help nope") == ExitStatus.USAGE
+
+
+def test_the_question_says_what_will_change(tmp_path):
+    d, env = shell(with_state_dir(replace(Config(), hostname=HostnameConfig(backend="file")), tmp_path))
+    env.stdin, env.stdin_isatty = io.StringIO("n\n"), True
+    assert d.run_line("system set hostname EMS-9") == ExitStatus.NOT_CONFIRMED
+    assert env.stdout.getvalue() == "Hostname: EMS -> EMS-9\nDo you want to continue? (y/n) "
+    assert not (tmp_path / "hostname").exists()
+
+
+def test_rotate_key_names_the_key_it_replaces(tmp_path):
+    from appliance import credentials
+
+    config = with_state_dir(Config(), tmp_path)
+    credentials.backend_for(config).initialise()
+    old = credentials.backend_for(config).key_id()
+    d, env = shell(config)
+    env.stdin, env.stdin_isatty = io.StringIO("n\n"), True
+    assert d.run_line("system rotate-key") == ExitStatus.NOT_CONFIRMED
+    assert env.stdout.getvalue().startswith(f"Master key: {old} -> a new key")

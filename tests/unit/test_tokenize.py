@@ -1,7 +1,9 @@
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from appliance.errors import UsageError
-from appliance.shell.tokenize import MAX_LINE, is_comment, split_words
+from appliance.shell.tokenize import MAX_LINE, is_comment, scan_words, split_words
 
 
 def texts(line: str) -> list[str]:
@@ -75,3 +77,35 @@ def test_quoted_flag_is_marked_quoted():
 def test_comments():
     assert is_comment("  # note")
     assert not is_comment("system get hostname # note")
+
+
+@pytest.mark.parametrize(
+    ("char", "says"),
+    [("\udcff", "invalid UTF-8 (byte 0xFF) at position 4"), ("\u202e", "U+202E at position 4"),
+     ("\u2028", "U+2028"), ("\u2066", "U+2066"), ("\ufeff", "U+FEFF"), ("\u200b", "U+200B")],
+)
+def test_invalid_utf8_bidi_controls_and_separators_refused_by_position(char, says):
+    with pytest.raises(UsageError) as info:
+        split_words(f"abc{char}def")
+    assert says in info.value.message
+    assert char not in info.value.message and char not in (info.value.hint or "")
+
+
+@given(st.text(alphabet=st.sampled_from(list("ab -'\"\\=\u00a0é")), max_size=40))
+def test_scan_words_cuts_exactly_where_the_parser_does(line):
+    """The masker's words are the parser's: same text, same quoting, same spans, for every line the
+    parser accepts; and any line at all can be scanned."""
+    scanned = scan_words(line)
+    try:
+        parsed = split_words(line)
+    except UsageError:
+        return
+    assert scanned == parsed
+    for word in scanned:  # a span is exactly its word: scanned alone, it gives the same word back
+        alone = scan_words(line[word.start : word.end])
+        assert [(w.text, w.quoted, w.end) for w in alone] == [(word.text, word.quoted, word.end - word.start)]
+
+
+def test_scan_words_never_refuses():
+    words = scan_words("a;b $(x) 'open \x1b[2J")
+    assert [w.text for w in words] == ["a;b", "$(x)", "open \x1b[2J"]

@@ -92,3 +92,37 @@ def test_error_messages_never_echo_the_value():
     with pytest.raises(ValueError) as info:
         Secret(max_len=3).parse("hunter2")
     assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["fe80::1%eth0", "fe80::1%1", "fe80::1%br-lan.10", "fe80::1%en_0"])
+def test_ipv6_zone_ids_that_name_an_interface(text):
+    assert Host().parse(text) == text and IpAddress().parse(text) == text
+
+
+@pytest.mark.parametrize("text", ["fe80::1%-c", "fe80::1%--count", "fe80::1%a$b", "fe80::1%0123456789abcdef",
+                                  "fe80::1%.", "fe80::1%..", "fe80::1%eth 0"])
+def test_ipv6_zone_ids_that_could_not_name_an_interface_are_refused(text):
+    with pytest.raises(ValueError):
+        Host().parse(text)
+
+
+def test_node_names_and_ca_files():
+    from appliance.shell.types import CaFile, NodeName
+
+    assert NodeName().parse("EMS-2") == "EMS-2" and NodeName().parse("ems2.example.com") == "ems2.example.com"
+    for bad in ("-x", "a_b", "ems.", "x" * 64, "a\x1bb"):
+        with pytest.raises(ValueError):
+            NodeName().parse(bad)
+    assert CaFile().parse("/etc/ssl/ca.pem") == "/etc/ssl/ca.pem" and CaFile().parse("system") == "system"
+    for bad in ("ca.pem", "./ca.pem", "/a b", "/a,b", "SYSTEM"):
+        with pytest.raises(ValueError):
+            CaFile().parse(bad)
+
+
+def test_a_node_name_read_from_the_registry_is_checked_again():
+    from appliance.names import node_name_from_db
+
+    node_id = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    assert node_name_from_db("EMS-1", node_id) == "EMS-1"
+    for bad in ("EMS\x1b]0;owned\x07", "a\nforged | row", None, 7, ""):
+        assert node_name_from_db(bad, node_id) == "(invalid name, node 0f8fad5b)"
