@@ -280,13 +280,15 @@ COMMANDS: tuple[CommandSpec, ...] = (
                 detail="(*) marks the node you are on. State: PRIM, SECOND, ALONE, STOP or WAIT (see 'ha get\n"
                 "status'). Status: online = heard from within two keepalive intervals. Last Seen: the\n"
                 "last heartbeat, by the database's clock, in UTC. Latency: median of three round trips\n"
-                "to each database host."),
-    CommandSpec(("ha", "get", "status"), "show this node's HA state, role, epoch and database target", get_status),
+                "to each database host.", via_agent=True),
+    CommandSpec(("ha", "get", "status"), "show this node's HA state, role, epoch and database target", get_status,
+                via_agent=True),
     CommandSpec(
         ("ha", "set", "keepalive-interval"), "set the cluster's heartbeat interval (every node follows)",
         set_keepalive, params=(Param("seconds", "interval in seconds", Integer(1, 30, metavar="<SECONDS>"),
                                      flag=False, required=True),),
         changes_state=True, confirm=True, preflight=preview_keepalive,
+        via_agent=True,
     ),
     CommandSpec(
         ("ha", "set", "db-check-interval"), "set how often every node asks every database host its role",
@@ -297,6 +299,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "interval or at the keepalive interval if that is shorter, whether it is read-write and on which\n"
         "timeline. A database failover is followed, and a second read-write node (a split brain) is seen,\n"
         "within that time. Default 10 s.",
+        via_agent=True,
     ),
     CommandSpec(
         ("ha", "set", "vip"), "set the cluster's virtual IP, held by the acting primary", set_vip,
@@ -306,23 +309,26 @@ COMMANDS: tuple[CommandSpec, ...] = (
         detail="The acting primary adds the address on the interface its configuration names ([vip]\n"
         "interface), announces it (gratuitous ARP, unsolicited neighbour advertisement) and deletes it\n"
         "when it stops acting, at the latest at its fence deadline, even if its agent is frozen.",
+        via_agent=True,
     ),
     CommandSpec(("ha", "unset", "vip"), "remove the cluster's virtual IP (the primary deletes it)", unset_vip,
-                changes_state=True, confirm=True, preflight=preview_vip),
+                changes_state=True, confirm=True, preflight=preview_vip, via_agent=True),
     CommandSpec(
         ("ha", "switchover"), "hand the primary role to another node now (planned)", switchover,
         params=(Param("to", "the node to hand over to (default: the best online standby)",
                       NodeName(known=known_nodes)),),
         changes_state=True, confirm=True, preflight=preview_switchover,
         detail="Tab after --to offers the node names this node's agent last saw.",
+        via_agent=True,
     ),
     CommandSpec(
         ("ha", "maintenance"), "pause or resume automatic failover cluster-wide", maintenance,
         params=(Param("mode", "enable or disable", Choice(("enable", "disable")), flag=False, required=True),),
         changes_state=True, confirm=True, preflight=preview_maintenance,
+        via_agent=True,
     ),
     CommandSpec(("ha", "stop"), "take this node out of the cluster (STOP)", stop, changes_state=True, confirm=True,
-                preflight=preview_stop),
+                preflight=preview_stop, via_agent=True),
     CommandSpec(("ha", "start"), "bring this node back into the cluster (SECOND)", start, changes_state=True,
-                confirm=True, preflight=preview_start),
+                confirm=True, preflight=preview_start, via_agent=True),
 )

@@ -332,6 +332,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "are outstanding) and pins its certificate. The new node fetches the cluster's credentials with it,\n"
         "once: nobody types the database password. Example:\n"
         "  code=$(ssh ems@node1 'ha add node --json' | jq -r .code); ssh ems@node3 \"ha join --code $code --yes\"",
+        via_agent=True,
     ),
     CommandSpec(
         ("ha", "join"), "make this standalone node a standby of a cluster, with a join code", join,
@@ -340,16 +341,19 @@ COMMANDS: tuple[CommandSpec, ...] = (
         changes_state=True, confirm=True, preflight=join_preview,
         detail="Fetches the cluster's credentials from the issuing node's join service, then does what\n"
         "'redirect --is_secondary_node' does (the same checks first, the same rollback on any failure).",
+        via_agent=True,
     ),
-    CommandSpec(("ha", "get", "join-codes"), "list the join codes (never their secret)", get_join_codes),
+    CommandSpec(("ha", "get", "join-codes"), "list the join codes (never their secret)", get_join_codes,
+                via_agent=True),
     CommandSpec(("ha", "revoke", "join-code"), "cancel a join code that was not used yet", revoke_join_code,
                 params=(Param("id", "the code's id (ha get join-codes)", CodeId(), flag=False, required=True),),
-                changes_state=True, confirm=True, preflight=preview_revoke),
+                changes_state=True, confirm=True, preflight=preview_revoke, via_agent=True),
     CommandSpec(
         ("ha", "leave"), "take this node out of the cluster, back to its own local database", leave,
         changes_state=True, confirm=True, preflight=leave_preview,
         detail="The node runs standalone on its local database again (its data there untouched) and is\n"
         "removed from the cluster. The acting primary hands its role over first; any failure rolls back.",
+        via_agent=True,
     ),
     CommandSpec(
         ("ha", "set", "priority"), "set a node's priority (0: never primary; higher: preferred)", set_priority,
@@ -359,11 +363,12 @@ COMMANDS: tuple[CommandSpec, ...] = (
         detail="When the lease is free the online node of highest priority takes it. A primary of priority 0\n"
         "hands its role over. A preferred node coming back does not take over a healthy primary unless\n"
         "'ha set failback on'.",
+        via_agent=True,
     ),
     CommandSpec(("ha", "set", "failback"), "let a preferred node coming back take the primary role over",
                 set_failback, params=(Param("mode", "on or off (default off)", Choice(("on", "off")), flag=False,
                                             required=True),), changes_state=True, confirm=True,
-                preflight=preview_failback),
+                preflight=preview_failback, via_agent=True),
     CommandSpec(
         ("ha", "set", "boot-start"), "what a node does after a reboot: standby, stay STOP, or keep its state",
         set_boot_start,
@@ -373,12 +378,14 @@ COMMANDS: tuple[CommandSpec, ...] = (
         changes_state=True, confirm=True, preflight=preview_boot_start,
         detail="Applied by the node's agent when it starts, before it decides anything: enabled = take part\n"
         "as a standby (default), disabled = stay out of the cluster (STOP) until 'ha start', keep = as before.",
+        via_agent=True,
     ),
     CommandSpec(
         ("ha", "get", "events"), "list the cluster's HA events (takeovers, switchovers, settings...)", get_events,
         params=(Param("since", "only this recent (90s, 10m, 2h, 7d)", Duration()),
                 Param("limit", "at most this many, the newest (default 50)", Integer(1, 10000), default=50),
                 Param("kind", "only this kind", Choice(EVENT_KINDS))),
+                via_agent=True,
     ),
     CommandSpec(
         ("ha", "set", "notify", "webhook"), "POST every HA event as JSON to a URL", set_notify_webhook,
@@ -397,11 +404,12 @@ COMMANDS: tuple[CommandSpec, ...] = (
                 Param("smtp_user", "log in as this user", Text(metavar="<USER>", max_len=128)),
                 Param("smtp_pass", "its password; '-' reads it from standard input", Secret())),
         changes_state=True, confirm=True, preflight=preview_notify_email,
+        via_agent=True,
     ),
     CommandSpec(("ha", "unset", "notify"), "stop sending HA events to a webhook or by e-mail", unset_notify,
                 params=(Param("channel", "webhook or email", Choice(("webhook", "email")), flag=False,
                               required=True),), changes_state=True, confirm=True,
-                preflight=preview_unset_notify),
+                preflight=preview_unset_notify, via_agent=True),
     CommandSpec(("ha", "test", "notify"), "send a test notification on every channel now and report each",
-                test_notify),
+                test_notify, via_agent=True),
 )

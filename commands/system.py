@@ -145,11 +145,13 @@ COMMANDS: tuple[CommandSpec, ...] = (
         preflight=preview_rotate_key,
         detail="Creates a new master key, re-encrypts every credential file under it as one atomic set,\n"
         "then removes the old key. If anything fails, the old key and files stay valid.",
+        via_agent=True,
     ),
     CommandSpec(
         ("system", "get", "status"),
         "show version, hostname, hardware id and uptime",
         get_status,
+        via_agent=True,
     ),
     CommandSpec(
         ("system", "get", "info"),

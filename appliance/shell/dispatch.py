@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance import interrupts
 from appliance.config import environ_user
@@ -31,8 +31,11 @@ from appliance.shell.env import read_line
 from appliance.shell.parse import Invocation, parse_words
 from appliance.shell.render import INTERNAL_ERROR, render, render_binary, render_error, render_stream
 from appliance.shell.result import Binary, Stream
-from appliance.shell.spec import Param
-from appliance.shell.tokenize import MAX_LINE, is_comment, scan_words, split_flag, split_words
+from appliance.shell.spec import CommandSpec, Param
+from appliance.shell.tokenize import MAX_LINE, Word, is_comment, scan_words, split_flag, split_words
+
+if TYPE_CHECKING:
+    from appliance.agentctl.client import AgentClient
 
 CONFIRM_QUESTION = "Do you want to continue? (y/n) "
 AUDIT_PREFIX = 256  # how much of an over-long line the audit keeps (masked)
@@ -73,9 +76,10 @@ class Dispatcher:
         self._secrets_seen = []
         try:
             self._refuse_masked_secret(line)
-            invocation = parse_words(self.ctx.registry, split_words(line))
+            words = split_words(line)
+            invocation = parse_words(self.ctx.registry, words)
             accepted = True
-            status = self._execute(invocation)
+            status = self._execute(invocation, words)
         except ApplianceError as exc:
             self._error(exc, where)
             status = exc.status
@@ -109,7 +113,7 @@ class Dispatcher:
 
     # --- steps ------------------------------------------------------------------------------------
 
-    def _execute(self, inv: Invocation) -> ExitStatus:
+    def _execute(self, inv: Invocation, words: list[Word]) -> ExitStatus:
         spec, args = inv.spec, inv.args
         if spec.interactive_only and not self.ctx.interactive:
             raise UsageError(f"'{spec.name}' is only available in the interactive shell")
@@ -121,8 +125,11 @@ class Dispatcher:
                     self._secrets_seen.append(values[param.name])
         args = type(args)(values, args.given)
         asking = spec.confirm and not args.get("yes")
+        agent = self._agent(spec)
+        secrets = {p.name: values[p.name] for p in spec.all_params if p.secret and values[p.name] is not None}
+        sent = [(w.text, w.quoted) for w in words]
         if spec.preflight is not None:
-            preview = spec.preflight(self.ctx, args)
+            preview = agent.preview(sent, secrets) if agent is not None else spec.preflight(self.ctx, args)
             if preview is not None:
                 if preview.text and (not preview.with_question or (asking and self._can_ask())):
                     self.ctx.env.stdout.write(safe(preview.text.rstrip("\n"), newlines=True) + "\n")
@@ -132,6 +139,8 @@ class Dispatcher:
             self._confirm(spec.name)
         if spec.changes_state:
             self._audit(None, accepted=True, outcome="started", event="start")
+        if agent is not None:  # its answer is printed as it comes, as the renderer would print it here
+            return agent.run(sent, secrets, args.prepared, self.ctx.env.stdout)
         outcome = spec.handler(self.ctx, args)
         if isinstance(outcome, Stream):
             return render_stream(outcome, self.ctx.env.stdout)
@@ -140,6 +149,15 @@ class Dispatcher:
         render(outcome, self.ctx.env.stdout, as_json=bool(args.get("json")))
         self.ctx.env.stdout.flush()
         return outcome.status
+
+    def _agent(self, spec: CommandSpec) -> AgentClient | None:
+        """The agent's client when the node's agent runs this command (:mod:`appliance.agentctl`): it holds
+        the credentials, the login user does not. The question stays here, with the user."""
+        if not spec.via_agent or self.ctx.config.agent.control_socket is None:
+            return None
+        from appliance.agentctl.client import AgentClient  # only commands that need it pay for it
+
+        return AgentClient(self.ctx.config, changes_state=spec.changes_state)
 
     def _refuse_masked_secret(self, line: str) -> None:
         """A line recalled from history carries ``********`` where its secret was: say so, plainly."""
