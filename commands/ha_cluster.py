@@ -12,9 +12,7 @@ import re
 from typing import TYPE_CHECKING
 
 from appliance.errors import ExitStatus, NotConfigured, UsageError
-from appliance.safetext import is_safe
 from appliance.shell.context import Context
-from appliance.shell.env import read_line
 from appliance.shell.result import Result, Stream, Table
 from appliance.shell.spec import Args, CommandSpec, Param, Preview
 from appliance.shell.types import Choice, Integer, NodeName, ParamType, Secret, Text
@@ -247,39 +245,17 @@ def get_events(ctx: Context, args: Args) -> Result:
                   data={"events": [dict(e.document(), deliveries=dict(e.deliveries)) for e in found]})
 
 
-_SECRET_MAX = 1024
-
-
-def secret_preview(ctx: Context, args: Args) -> Preview:
-    """What changes; and with ``--secret``, the webhook's signing secret, read before the question without
-    echo (or one line of standard input without a terminal): it never appears on the command line."""
+def webhook_preview(ctx: Context, args: Args) -> Preview:
     from appliance.ha import notifyctl
 
     old = notifyctl.channels(ctx.config).webhook
-    shown = change("Webhook", old.target() if old else "none", args["url"] + (" (signed)" if args["secret"] else ""))
-    if not args["secret"]:
-        return shown
-    env = ctx.env
-    if env.stdin_isatty:
-        timeout = ctx.config.shell.idle_timeout_s
-        value = env.getpass("webhook secret (not shown): ", float(timeout), _SECRET_MAX)
-        if value is None:
-            raise UsageError(f"--secret: no answer within {timeout} s: nothing was changed")
-    else:
-        line = read_line(env.stdin, _SECRET_MAX)
-        value = "" if line is None or line.too_long else line.text
-    if not value or not is_safe(value):
-        raise UsageError(f"--secret: no usable secret was entered (1-{_SECRET_MAX} characters, no control "
-                         "characters)", hint="type it when asked, or write it on standard input")
-    return Preview(shown.text, prepared=value, with_question=True)
+    return change("Webhook", old.target() if old else "none", args["url"] + (" (signed)" if args["secret"] else ""))
 
 
 def set_notify_webhook(ctx: Context, args: Args) -> Result:
     from appliance.ha import notifyctl
 
-    secret = args.prepared if isinstance(args.prepared, str) else None
-    if args["secret"] and secret is None:
-        raise UsageError("--secret: no secret was read")
+    secret = args["secret"] if isinstance(args["secret"], str) else None  # read by the shell (reads_secret)
     old = notifyctl.set_webhook(ctx.config, args["url"], secret)
     return Result(message=f"Webhook set to {args['url']}" + (" (signed: X-Appliance-Signature)" if secret else "")
                   + (f", replacing {old.url}" if old else "") + ". Every HA event is POSTed to it; try it with "
@@ -392,8 +368,8 @@ COMMANDS: tuple[CommandSpec, ...] = (
         params=(Param("url", "https:// (plain http:// only to a loopback address)", Url(), flag=False,
                       required=True),
                 Param("secret", "sign the requests (HMAC-SHA256): asked for without echo, or read from standard "
-                      "input")),
-        changes_state=True, confirm=True, preflight=secret_preview,
+                      "input", reads_secret=True)),
+        changes_state=True, confirm=True, preflight=webhook_preview, via_agent=True,
     ),
     CommandSpec(
         ("ha", "set", "notify", "email"), "send every HA event by e-mail", set_notify_email,

@@ -29,6 +29,7 @@ from appliance.clock import Clock
 from appliance.config import Config
 from appliance.errors import ApplianceError, ExitStatus, UsageError
 from appliance.masking import MASK
+from appliance.safetext import is_safe
 from appliance.shell.context import Context
 from appliance.shell.env import Env
 from appliance.shell.parse import Invocation, parse_words
@@ -86,17 +87,26 @@ class Runner:
         return Context(self.config(), env, self.registry, interactive=False)
 
     def _invocation(self, words: Words, given_secrets: dict[str, str]) -> Invocation:
+        # The shell's tokenizer refused control characters already; a peer that is not the shell did not.
+        if not all(is_safe(text) for text, _quoted in words) or not all(is_safe(v) for v in given_secrets.values()):
+            raise UsageError("the request holds a control character or invalid UTF-8")
         inv = parse_words(self.registry, [Word(text, quoted, 0, 0) for text, quoted in words])
         if inv.spec.path not in self.allowed:
             raise UsageError(f"'{inv.spec.name}' is not run by the agent", hint="run it in the shell")
         values = dict(inv.args)
         for param in inv.spec.all_params:
-            if param.secret:
+            if param.reads_secret and values.get(param.name):
+                # The switch was given: the shell read its secret and must have sent it.
+                if param.name not in given_secrets:
+                    raise UsageError(f"{param.option}: the shell must read the secret and send it")
+                values[param.name] = given_secrets[param.name]
+            elif param.secret:
                 value = given_secrets.get(param.name, values.get(param.name))
                 if value == "-":
                     raise UsageError(f"{param.option} -: the shell must read the value and send it")
                 values[param.name] = value
-        unknown = set(given_secrets) - {p.name for p in inv.spec.all_params if p.secret}
+        unknown = set(given_secrets) - {p.name for p in inv.spec.all_params
+                                        if p.secret or (p.reads_secret and values.get(p.name))}
         if unknown:
             raise UsageError(f"'{inv.spec.name}' has no secret parameter {sorted(unknown)[0]}")
         return Invocation(inv.spec, Args(values, inv.args.given))

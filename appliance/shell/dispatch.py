@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from appliance import interrupts
 from appliance.config import environ_user
-from appliance.errors import ApplianceError, ConfirmationRefused, ExitStatus, UsageError
+from appliance.errors import AgentDown, ApplianceError, ConfirmationRefused, ExitStatus, UsageError
 from appliance.masking import MASK, mask_line
 from appliance.safetext import is_safe, safe
 from appliance.shell.audit import AuditLog, AuditRecord
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 CONFIRM_QUESTION = "Do you want to continue? (y/n) "
 AUDIT_PREFIX = 256  # how much of an over-long line the audit keeps (masked)
 _ANSWER_MAX = 64  # a y/n answer longer than this is not one
+SWITCH_SECRET_MAX = 1024  # what a reads_secret switch accepts
 
 
 class Dispatcher:
@@ -123,10 +124,14 @@ class Dispatcher:
                 values[param.name] = self._secret_value(param, values[param.name])
                 if values[param.name]:
                     self._secrets_seen.append(values[param.name])
+            elif param.reads_secret and values[param.name]:
+                values[param.name] = self._switch_secret(param)
+                self._secrets_seen.append(values[param.name])
         args = type(args)(values, args.given)
         asking = spec.confirm and not args.get("yes")
         agent = self._agent(spec)
-        secrets = {p.name: values[p.name] for p in spec.all_params if p.secret and values[p.name] is not None}
+        secrets = {p.name: values[p.name] for p in spec.all_params
+                   if (p.secret or p.reads_secret) and isinstance(values[p.name], str)}
         sent = [(w.text, w.quoted) for w in words]
         if spec.preflight is not None:
             preview = agent.preview(sent, secrets) if agent is not None else spec.preflight(self.ctx, args)
@@ -140,7 +145,15 @@ class Dispatcher:
         if spec.changes_state:
             self._audit(None, accepted=True, outcome="started", event="start")
         if agent is not None:  # its answer is printed as it comes, as the renderer would print it here
-            return agent.run(sent, secrets, args.prepared, self.ctx.env.stdout)
+            try:
+                return agent.run(sent, secrets, args.prepared, self.ctx.env.stdout)
+            except AgentDown as down:
+                # A read is most wanted when the agent is down: where this account can read the
+                # credentials itself (root on the appliance, the sandbox's one user), it reads directly.
+                if spec.changes_state or not self._credentials_readable():
+                    raise
+                self.ctx.env.stderr.write(f"note: {safe(down.message)}; reading the database directly instead\n")
+                self.ctx.env.stderr.flush()
         outcome = spec.handler(self.ctx, args)
         if isinstance(outcome, Stream):
             return render_stream(outcome, self.ctx.env.stdout)
@@ -158,6 +171,36 @@ class Dispatcher:
         from appliance.agentctl.client import AgentClient  # only commands that need it pay for it
 
         return AgentClient(self.ctx.config, changes_state=spec.changes_state)
+
+    def _credentials_readable(self) -> bool:
+        from appliance.credentials import backend_for  # only when the agent is down
+
+        try:
+            backend_for(self.ctx.config).check_ready()
+        except (ApplianceError, OSError):
+            return False
+        return True
+
+    def _switch_secret(self, param: Param) -> str:
+        """The secret a ``reads_secret`` switch stands for: asked without echo, or one line of standard
+        input when there is no terminal (never in batch mode: standard input holds the commands)."""
+        env, option = self.ctx.env, param.option
+        if self._can_ask():
+            timeout = self.ctx.config.shell.idle_timeout_s
+            value = env.getpass(f"{option[2:]} (not shown): ", float(timeout), SWITCH_SECRET_MAX)
+            if value is None:
+                self._idle_logout()
+                raise ConfirmationRefused(f"no answer within {timeout} s: nothing was changed")
+        elif self.mode == "batch":
+            raise UsageError(f"{option} cannot read its secret in batch mode (standard input holds the commands)",
+                             hint="run it on its own: ssh ems@vm '<command> --yes' < secret-file")
+        else:
+            line = read_line(env.stdin, SWITCH_SECRET_MAX)
+            value = None if line is None or line.too_long else line.text
+        if not value or not is_safe(value):
+            raise UsageError(f"{option}: no usable secret was entered (1-{SWITCH_SECRET_MAX} characters, no "
+                             "control characters)", hint="type it when asked, or write it on standard input")
+        return value
 
     def _refuse_masked_secret(self, line: str) -> None:
         """A line recalled from history carries ``********`` where its secret was: say so, plainly."""

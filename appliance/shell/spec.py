@@ -64,6 +64,10 @@ class Param:
     # A secret that may be left out: the shell then asks for it without echo (a terminal is needed),
     # and the value "-" means "read one line from standard input".
     ask: bool = False
+    # A switch that, when given, has the shell read a secret in its place (without echo on a terminal,
+    # else one line of standard input): the value is never on the command line. The handler gets the
+    # secret as the switch's value (a str; False when the switch is not given).
+    reads_secret: bool = False
     # A positional that takes every remaining word (``help system set``); its value is a tuple.
     many: bool = False
 
@@ -72,6 +76,8 @@ class Param:
             raise ValueError(f"positional parameter {self.name} needs a type")
         if self.ask and not self.secret:
             raise ValueError(f"only a secret parameter can be asked for ({self.name})")
+        if self.reads_secret and not self.is_switch:
+            raise ValueError(f"only a switch reads a secret in its place ({self.name})")
 
     @property
     def is_switch(self) -> bool:

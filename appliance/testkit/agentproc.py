@@ -6,11 +6,15 @@ SIGTERM and waits (then SIGKILL), so nothing is left running.
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from appliance.agentctl.protocol import address
 
 BIN = Path(sys.executable).parent
 
@@ -25,6 +29,22 @@ def add_control_socket(config_path: Path, socket_path: Path, *, users: tuple[str
         out.write(text)
 
 
+def _accepts(path: Path) -> bool:
+    if not path.is_socket():
+        return False
+    where, fd = address(path)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1)
+            probe.connect(where)
+    except OSError:
+        return False
+    finally:
+        if fd is not None:
+            os.close(fd)
+    return True
+
+
 class AgentProcess:
     def __init__(self, config_path: Path, socket_path: Path, log: Path) -> None:
         self.socket_path = socket_path
@@ -34,7 +54,9 @@ class AgentProcess:
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
                                          env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
         deadline = time.monotonic() + 20
-        while not socket_path.is_socket():
+        # Listening, not only bound: the socket file appears a moment before listen() (a connect then is
+        # refused), and a test that freezes the agent right away must find it accepting.
+        while not _accepts(socket_path):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"the agent did not open {socket_path}: {log.read_text(errors='replace')[-2000:]}")

@@ -290,6 +290,19 @@ def test_ctrl_c_during_a_redirect_through_the_socket_rolls_back_in_the_agent(soc
         pg_primary.drop_role(remote.user)
 
 
+def test_with_the_agent_down_a_reader_of_the_credentials_reads_directly_and_a_request_is_refused(socket_node) -> None:
+    """Where the account can read the credentials itself (root on the appliance, the sandbox's one user),
+    `ha get nodes` still answers when the agent is down, saying so; a change still needs the agent."""
+    node, agent = socket_node
+    agent.stop()
+    done = shell(node.config_path, "ha get nodes")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith("note: the agent is not running: ") and "reading the database directly" in done.stderr
+    assert "node1 (*)" in done.stdout
+    refused = shell(node.config_path, "ha maintenance enable --yes")
+    assert refused.returncode == 4 and refused.stderr.startswith("error: the agent is not running"), refused.stderr
+
+
 def test_an_agent_started_before_the_node_is_initialised_serves_at_once_and_runs_it_after_init(
         home: Path, pg_primary) -> None:
     node = Node(home, "node1", pg_primary)
@@ -309,3 +322,20 @@ def test_an_agent_started_before_the_node_is_initialised_serves_at_once_and_runs
     finally:
         agent.stop()
         ProcessServices(node.config).stop()
+
+
+def test_a_webhook_secret_is_read_by_the_shell_and_set_by_the_agent(socket_node) -> None:
+    """`--secret` is a switch: the shell reads the secret (standard input here, no echo on a terminal) and
+    sends it over the socket; the agent seals it. It appears in no output, log or audit record."""
+    node, agent = socket_node
+    secret = "wh-S3cret-for-the-test"
+    done = shell(node.config_path, "ha set notify webhook http://127.0.0.1:9/hook --secret --yes", stdin=secret + "\n")
+    assert done.returncode == 0, done.stderr
+    assert "signed" in done.stdout
+    status = shell(node.config_path, "ha get status")
+    assert "http://127.0.0.1:9/hook (signed)" in status.stdout
+    empty = shell(node.config_path, "ha set notify webhook http://127.0.0.1:9/hook --secret --yes", stdin="")
+    assert empty.returncode == 2 and "--secret: no usable secret" in empty.stderr
+    for text in (done.stdout + done.stderr + status.stdout, agent.log.read_text(),
+                 (node.state / "audit.log").read_text()):
+        assert secret not in text
