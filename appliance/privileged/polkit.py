@@ -13,7 +13,10 @@ explicitly, so no later rule file can grant it):
 * the login user (``ems``): ``manage-units`` with verb ``restart`` or ``try-restart`` for those units
   and ``restart`` for the agent, the local database and sshd (the ``service restart`` command);
   the static and transient hostname (``hostname1``); the time zone, the clock and NTP on/off
-  (``timedate1``).
+  (``timedate1``);
+* root without ``CAP_SYS_ADMIN`` (the privileged helper's sandbox, which systemd's services then
+  hand to polkit): the three actions the helper takes over D-Bus, ``manage-units`` (its transient
+  timers, restarting timesyncd), ``timedate1.set-ntp`` and ``network1.reload``.
 
 The unit and the verb come from systemd's details of the request (``action.lookup``); a request
 without them (a transient unit, a manager-level call) is refused.
@@ -38,6 +41,11 @@ LOGIN_ACTIONS = (
     "org.freedesktop.timedate1.set-time",
     "org.freedesktop.timedate1.set-ntp",
 )
+ROOT_ACTIONS = (
+    "org.freedesktop.systemd1.manage-units",
+    "org.freedesktop.timedate1.set-ntp",
+    "org.freedesktop.network1.reload",
+)
 
 
 def unit_grants(config: Config) -> dict[str, dict[str, list[str]]]:
@@ -55,6 +63,7 @@ def rules_text(config: Config) -> str:
     """The rules file (JavaScript for polkitd's duktape)."""
     grants = json.dumps(unit_grants(config), sort_keys=True)
     actions = json.dumps(list(LOGIN_ACTIONS))
+    root_actions = json.dumps(list(ROOT_ACTIONS))
     source = config.source or "the built-in defaults"
     return f"""// 50-appliance.rules: written by appliance.privileged.polkit from {source}; do not edit
 // (rewritten at every boot by appliance-polkit-rules.service).
@@ -62,14 +71,19 @@ def rules_text(config: Config) -> str:
 polkit.addRule(function(action, subject) {{
     var units = {grants};
     var loginActions = {actions};
+    var rootActions = {root_actions};
     var user = subject.user;
+    if (user == "root" && rootActions.indexOf(action.id) >= 0) {{
+        return polkit.Result.YES;
+    }}
     if (user != "{LOGIN_USER}" && user != "{AGENT_USER}") {{
         return polkit.Result.NOT_HANDLED;
     }}
     if (action.id == "org.freedesktop.systemd1.manage-units") {{
         var unit = action.lookup("unit");
         var verb = action.lookup("verb");
-        var verbs = (unit === undefined) ? undefined : units[user][unit];
+        var own = units[user];
+        var verbs = (unit !== undefined && Object.prototype.hasOwnProperty.call(own, unit)) ? own[unit] : undefined;
         if (verb !== undefined && verbs !== undefined && verbs.indexOf(verb) >= 0) {{
             polkit.log("appliance: " + user + " may " + verb + " " + unit);
             return polkit.Result.YES;
