@@ -137,8 +137,12 @@ def test_agent_started_the_primary_only_unit_as_its_own_user_under_polkit(node):
     log = node.root / "var/log/appliance-demo.log"
     node.wait_for("demo log lines", lambda: log.exists() and "epoch=" in log.read_text(), 10)
     assert re.search(r" EMS epoch=1$", log.read_text().splitlines()[-1])
-    assert "appliance: appliance-agent may start appliance-demo.service" in node.journal("-u", "polkit")
     assert node.show("appliance-demo.service", "User")["User"] == "appliance-agent"
+    agent = node.show("appliance-agent.service", "MainPID", "NRestarts")
+    assert agent["NRestarts"] == "0"
+    # The agent holds no capability at all: systemd asked polkit for the start.
+    status = node.run(["cat", f"/proc/{agent['MainPID']}/status"]).stdout
+    assert "CapEff:\t0000000000000000" in status and "NoNewPrivs:\t1" in status
 
 
 def test_system_is_running_with_nothing_failed(node):
@@ -316,9 +320,6 @@ def test_polkit_allows_the_listed_actions_and_refuses_the_rest(node):
         assert status != 0, (argv, out)
     assert active(node, "ssh") and active(node, "appliance-agent")
     assert node.run(["hostname"]).stdout.strip() != "EVIL"
-    journal = node.journal("-u", "polkit")
-    assert "appliance: refused ems stop ssh.service" in journal
-    assert "appliance: refused appliance-agent org.freedesktop.login1.reboot" in journal
     node.wait_for("appliance-demo active", lambda: active(node, "appliance-demo"), 30)
 
 
