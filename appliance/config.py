@@ -198,6 +198,23 @@ class JoinConfig:
 
 
 @dataclass(frozen=True)
+class AgentConfig:
+    """The agent's control socket (:mod:`appliance.agentctl`): how the shell reaches the agent.
+
+    :param control_socket: the Unix socket's path; empty: no socket, the shell reads the database and
+        writes the credentials itself (sandboxes and configurations from before the socket).
+    :param control_users: the users whose processes may use it (checked by SO_PEERCRED); the agent's
+        own user and root always may.
+    :param request_timeout_s: how long either side waits for the other's next message (a frozen agent,
+        a silent client); a redirect's progress lines each reset it.
+    """
+
+    control_socket: Path | None = None
+    control_users: tuple[str, ...] = ("ems", "root")
+    request_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
 class ProcessService:
     name: str
     command: tuple[str, ...]
@@ -276,6 +293,7 @@ class Config:
     health: HealthConfig = field(default_factory=HealthConfig)
     vip: VipConfig = field(default_factory=VipConfig)
     join: JoinConfig = field(default_factory=JoinConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
     source: Path | None = None
 
     @property
@@ -389,6 +407,9 @@ def _checks(base: Path) -> dict[str, dict[str, C.Check]]:
         },
         "vip": {"interface": C.interface, "refresh_announce_s": C.int_range(0, 3600)},
         "join": {"listen": C.listen, "advertise": C.advertise},
+        "agent": {"control_socket": opt_path,
+                  "control_users": C.name_list(r"[a-z_][a-z0-9_-]{0,31}", "user names"),
+                  "request_timeout_s": C.seconds(1, 3600)},
     }
 
 
@@ -411,6 +432,7 @@ _SECTION_TYPES: dict[str, type] = {
     "health": HealthConfig,
     "vip": VipConfig,
     "join": JoinConfig,
+    "agent": AgentConfig,
 }
 
 

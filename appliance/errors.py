@@ -20,6 +20,7 @@ class ExitStatus(IntEnum):
     FAILED = 1  # the command ran and failed (including internal errors)
     USAGE = 2  # usage or validation error: nothing was executed
     NOT_CONFIRMED = 3  # confirmation needed but not given (no terminal and no --yes, or answered no)
+    AGENT_DOWN = 4  # the node's agent did not answer on its control socket (stopped, frozen)
     INTERRUPTED = 130  # Ctrl-C / SIGINT
 
 
@@ -63,6 +64,12 @@ class NotConfigured(ApplianceError):
 
 class Unavailable(ApplianceError):
     """A transient failure: a database, peer or service cannot be reached now. Retrying may help."""
+
+
+class AgentDown(ApplianceError):
+    """The node's agent does not answer on its control socket (not running, frozen); scripts may retry."""
+
+    status = ExitStatus.AGENT_DOWN
 
 
 class PermissionDenied(ApplianceError):

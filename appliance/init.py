@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from appliance import __version__, credentials
 from appliance.clock import Clock
 from appliance.config import Config
+from appliance.credentials.owner import as_owner
 from appliance.db import schema as S
 from appliance.db.connect import connect
 from appliance.db.target import DbTarget, Timeouts
@@ -82,8 +83,10 @@ def initialise(config: Config, *, clock: Clock, say: Callable[[str], None]) -> b
     changed = False
     state_dir = config.paths.state_dir
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-    if credentials.backend_for(config).initialise():
-        say("created the master key")
+    with as_owner(config) as owner:
+        created = credentials.backend_for(config).initialise()
+    if created:
+        say("created the master key" + (f" (owner {owner})" if owner else ""))
         changed = True
     if _write_once(state_dir / "hardware-id", config.node.hardware_id or hardware_id(state_dir), 0o644):
         say("recorded the hardware id")
@@ -95,7 +98,8 @@ def initialise(config: Config, *, clock: Clock, say: Callable[[str], None]) -> b
     timeouts = Timeouts(connect_timeout=config.database.connect_timeout_s,
                         statement_timeout=config.database.statement_timeout_s)
     try:
-        origin, _active = read_targets(config)
+        with as_owner(config):
+            origin, _active = read_targets(config)
         target = origin.target
     except CredentialMissing:
         password = secrets.token_urlsafe(32)
@@ -133,6 +137,7 @@ def initialise(config: Config, *, clock: Clock, say: Callable[[str], None]) -> b
                     changed = True
     if origin is None:
         local = ActiveTarget(target, schema, cluster_id, "primary", local=True)
-        write_targets(config, local, local)
-        say("stored the local database credentials (encrypted)")
+        with as_owner(config) as owner:
+            write_targets(config, local, local)
+        say("stored the local database credentials (encrypted" + (f", owner {owner})" if owner else ")"))
     return changed

@@ -424,19 +424,20 @@ GROUPS = {
 COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(("ha", "get", "nodes"), "list the app nodes and the database nodes of the cluster", get_nodes,
                 detail="(*) marks the node you are on. Status: online = heard from within two keepalive\n"
-                "intervals. Latency: median of three round trips to each database host."),
-    CommandSpec(("ha", "get", "status"), "show this node's HA state, role, epoch and database target", get_status),
+                "intervals. Latency: median of three round trips to each database host.", via_agent=True),
+    CommandSpec(("ha", "get", "status"), "show this node's HA state, role, epoch and database target", get_status,
+                via_agent=True),
     CommandSpec(
         ("ha", "set", "keepalive-interval"), "set the cluster's heartbeat interval (every node follows)",
         set_keepalive, params=(Param("seconds", "interval in seconds", Integer(1, 30, metavar="<SECONDS>"),
                                      flag=False, required=True),),
-        changes_state=True, confirm=True,
+        changes_state=True, confirm=True, via_agent=True,
     ),
     CommandSpec(
         ("ha", "set", "db-check-interval"), "set how often every node asks every database host its role",
         set_db_check, params=(Param("seconds", "interval in seconds", Integer(1, 30, metavar="<SECONDS>"),
                                     flag=False, required=True),),
-        changes_state=True, confirm=True,
+        changes_state=True, confirm=True, via_agent=True,
         detail="Each agent keeps a connection to every configured database host and asks it, at this\n"
         "interval or at the keepalive interval if that is shorter, whether it is read-write and on which\n"
         "timeline. A database failover is followed, and a second read-write node (a split brain) is seen,\n"
@@ -446,32 +447,33 @@ COMMANDS: tuple[CommandSpec, ...] = (
         ("ha", "set", "vip"), "set the cluster's virtual IP, held by the acting primary", set_vip,
         params=(Param("address", "the address and its prefix length (IPv4 or IPv6)", VipAddress(), flag=False,
                       required=True),),
-        changes_state=True, confirm=True,
+        changes_state=True, confirm=True, via_agent=True,
         detail="The acting primary adds the address on the interface its configuration names ([vip]\n"
         "interface), announces it (gratuitous ARP, unsolicited neighbour advertisement) and deletes it\n"
         "when it stops acting, at the latest at its fence deadline, even if its agent is frozen.",
     ),
     CommandSpec(("ha", "unset", "vip"), "remove the cluster's virtual IP (the primary deletes it)", unset_vip,
-                changes_state=True, confirm=True),
+                changes_state=True, confirm=True, via_agent=True),
     CommandSpec(
         ("ha", "switchover"), "hand the primary role to another node now (planned)", switchover,
         params=(Param("to", "the node to hand over to (default: the best online standby)",
                       NodeName(metavar="<NODE>", max_len=63)),),
-        changes_state=True, confirm=True,
+        changes_state=True, confirm=True, via_agent=True,
     ),
     CommandSpec(
         ("ha", "maintenance"), "pause or resume automatic failover cluster-wide", maintenance,
         params=(Param("mode", "enable or disable", Choice(("enable", "disable")), flag=False, required=True),),
-        changes_state=True, confirm=True,
+        changes_state=True, confirm=True, via_agent=True,
     ),
-    CommandSpec(("ha", "stop"), "take this node out of the cluster (STOP)", stop, changes_state=True, confirm=True),
+    CommandSpec(("ha", "stop"), "take this node out of the cluster (STOP)", stop, changes_state=True, confirm=True,
+                via_agent=True),
     CommandSpec(("ha", "start"), "bring this node back into the cluster (SECOND)", start, changes_state=True,
-                confirm=True),
+                confirm=True, via_agent=True),
     CommandSpec(
         ("ha", "add", "node"), "print a one-time join code for a new node (ha join --code on it)", add_node,
         params=(Param("expires", "minutes the code stays valid (default 30, at most 24 h)",
                       Integer(1, 1440, metavar="<MINUTES>"), default=30),
-                Param("json", 'print {"code": ..., "expires": ...} (for scripts)')),
+                Param("json", 'print {"code": ..., "expires": ...} (for scripts)')), via_agent=True,
         # No question: scripts chain it (code=$(ssh ems@node1 'ha add node --json')). It changes no setting
         # and no node; the code grants nothing until it is used, expires by itself and can be revoked.
         detail="The code names this node's join service (a TLS listener of its agent, open only while codes\n"
@@ -483,17 +485,18 @@ COMMANDS: tuple[CommandSpec, ...] = (
         ("ha", "join"), "make this standalone node a standby of a cluster, with a join code", join,
         params=(Param("code", "the join code 'ha add node' printed ('-' reads it from standard input)",
                       Secret(metavar="<CODE>", max_len=600), required=True),),
-        changes_state=True, confirm=True, preflight=join_preview,
+        changes_state=True, confirm=True, preflight=join_preview, via_agent=True,
         detail="Fetches the cluster's credentials from the issuing node's join service, then does what\n"
         "'redirect --is_secondary_node' does (the same checks first, the same rollback on any failure).",
     ),
-    CommandSpec(("ha", "get", "join-codes"), "list the join codes (never their secret)", get_join_codes),
+    CommandSpec(("ha", "get", "join-codes"), "list the join codes (never their secret)", get_join_codes,
+                via_agent=True),
     CommandSpec(("ha", "revoke", "join-code"), "cancel a join code that was not used yet", revoke_join_code,
                 params=(Param("id", "the code's id (ha get join-codes)", CodeId(), flag=False, required=True),),
-                changes_state=True, confirm=True),
+                changes_state=True, confirm=True, via_agent=True),
     CommandSpec(
         ("ha", "leave"), "take this node out of the cluster, back to its own local database", leave,
-        changes_state=True, confirm=True, preflight=leave_preview,
+        changes_state=True, confirm=True, preflight=leave_preview, via_agent=True,
         detail="The node runs standalone on its local database again (its data there untouched) and is\n"
         "removed from the cluster. The acting primary hands its role over first; any failure rolls back.",
     ),
@@ -501,21 +504,22 @@ COMMANDS: tuple[CommandSpec, ...] = (
         ("ha", "set", "priority"), "set a node's priority (0: never primary; higher: preferred)", set_priority,
         params=(Param("priority", "0-1000000", Integer(0, 1_000_000, metavar="<N>"), flag=False, required=True),
                 Param("node", "the node (default: this one)", NodeName(metavar="<NODE>", max_len=63))),
-        changes_state=True, confirm=True, preflight=priority_preview,
+        changes_state=True, confirm=True, preflight=priority_preview, via_agent=True,
         detail="When the lease is free the online node of highest priority takes it. A primary of priority 0\n"
         "hands its role over. A preferred node coming back does not take over a healthy primary unless\n"
         "'ha set failback on'.",
     ),
     CommandSpec(("ha", "set", "failback"), "let a preferred node coming back take the primary role over",
                 set_failback, params=(Param("mode", "on or off (default off)", Choice(("on", "off")), flag=False,
-                                            required=True),), changes_state=True, confirm=True),
+                                            required=True),), changes_state=True, confirm=True,
+                via_agent=True),
     CommandSpec(
         ("ha", "set", "boot-start"), "what a node does after a reboot: standby, stay STOP, or keep its state",
         set_boot_start,
         params=(Param("mode", "enabled, disabled or keep", Choice(("enabled", "disabled", "keep")), flag=False,
                       required=True),
                 Param("node", "the node (default: this one)", NodeName(metavar="<NODE>", max_len=63))),
-        changes_state=True, confirm=True,
+        changes_state=True, confirm=True, via_agent=True,
         detail="Applied by the node's agent when it starts, before it decides anything: enabled = take part\n"
         "as a standby (default), disabled = stay out of the cluster (STOP) until 'ha start', keep = as before.",
     ),
@@ -523,7 +527,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
         ("ha", "get", "events"), "list the cluster's HA events (takeovers, switchovers, settings...)", get_events,
         params=(Param("since", "only this recent (90s, 10m, 2h, 7d)", Duration()),
                 Param("limit", "at most this many, the newest (default 50)", Integer(1, 10000), default=50),
-                Param("kind", "only this kind", Choice(EVENT_KINDS))),
+                Param("kind", "only this kind", Choice(EVENT_KINDS))), via_agent=True,
     ),
     CommandSpec(
         ("ha", "set", "notify", "webhook"), "POST every HA event as JSON to a URL", set_notify_webhook,
@@ -541,11 +545,11 @@ COMMANDS: tuple[CommandSpec, ...] = (
                 Param("from", "the sender address", Address()),
                 Param("smtp_user", "log in as this user", Text(metavar="<USER>", max_len=128)),
                 Param("smtp_pass", "its password; '-' reads it from standard input", Secret())),
-        changes_state=True, confirm=True,
+        changes_state=True, confirm=True, via_agent=True,
     ),
     CommandSpec(("ha", "unset", "notify"), "stop sending HA events to a webhook or by e-mail", unset_notify,
                 params=(Param("channel", "webhook or email", Choice(("webhook", "email")), flag=False,
-                              required=True),), changes_state=True, confirm=True),
+                              required=True),), changes_state=True, confirm=True, via_agent=True),
     CommandSpec(("ha", "test", "notify"), "send a test notification on every channel now and report each",
-                test_notify),
+                test_notify, via_agent=True),
 )

@@ -49,6 +49,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
         changes_state=True,
         confirm=True,
         preflight=preview,
+        via_agent=True,
         detail="Checks the target first without changing anything, then stops this node's services,\n"
         "deploys or verifies the schema, registers the node, stores the credentials encrypted and\n"
         "starts the services in the new role. Any failure (or Ctrl-C) puts the node back as it was.\n"

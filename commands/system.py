@@ -127,6 +127,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
         rotate_key,
         changes_state=True,
         confirm=True,
+        via_agent=True,
         detail="Creates a new master key, re-encrypts every credential file under it as one atomic set,\n"
         "then removes the old key. If anything fails, the old key and files stay valid.",
     ),
@@ -134,6 +135,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
         ("system", "get", "status"),
         "show version, hostname, hardware id and uptime",
         get_status,
+        via_agent=True,
     ),
     CommandSpec(
         ("system", "get", "info"),

@@ -9,6 +9,10 @@ decision asks to be woken (at most one keepalive interval). One log line per cha
 * SIGHUP: reload the configuration and credentials.
 * It follows ``redirect``: when the credential set changes on disk, it reconnects to the new target.
 * It writes ``<state_dir>/agent-status.json`` (state, role, epoch...) for ``ha get status``.
+* With ``[agent] control_socket`` it answers the shell on that socket (:mod:`appliance.agentctl`, its own
+  threads), and it does so from its start: before the node is initialised or while its credentials cannot
+  be read, it waits idle (ready, watchdog pinged) and serves the socket, so the first ``redirect`` has a
+  writer to talk to. Without a socket such an agent exits with the error, as before.
 * With ``[health] listen`` it serves the health endpoint and the metrics (:mod:`appliance.ha.exposure`),
   and it hands the cluster's virtual IP to the VIP holder service (:mod:`appliance.ha.vip`).
 """
@@ -25,10 +29,12 @@ import threading
 from typing import Any
 
 from appliance import credentials
+from appliance.agentctl.runner import Runner
+from appliance.agentctl.server import ControlServer
 from appliance.clock import Clock, SystemClock
 from appliance.config import Config, config_path, load_config
 from appliance.db.target import DbTarget, Timeouts
-from appliance.errors import ApplianceError, ExitStatus
+from appliance.errors import ApplianceError, ExitStatus, FatalError
 from appliance.ha.background import Background
 from appliance.ha.dbmonitor import DbMonitor, FollowedFile, target_key
 from appliance.ha.dbwatch import DbWatch
@@ -46,6 +52,7 @@ from appliance.ha.timing import DEFAULT_KEEPALIVE_S, ha_timeouts, online_window_
 from appliance.hostname import backend_for
 from appliance.node import identity, read_targets
 from appliance.services import manager_for
+from commands import build_registry
 
 logger = logging.getLogger("appliance.agent")
 
@@ -89,6 +96,7 @@ class Agent:
         self.background: Background | None = None
         self.me: NodeIdentity | None = None
         self.booted = False  # the boot-start policy was applied (before the first decision)
+        self.control: ControlServer | None = None
 
     def _timeouts(self) -> Timeouts:
         """The HA timeouts at the cluster's current interval (the configured one before the first snapshot)."""
@@ -167,8 +175,60 @@ class Agent:
 
     # --- the loop --------------------------------------------------------------------------------
 
+    def open_control(self) -> None:
+        """Serve the control socket, if configured (its own threads; never the HA loop's)."""
+        if self.config.agent.control_socket is None:
+            return
+        runner = Runner(build_registry(), lambda: self.config, self.clock)
+        self.control = ControlServer(lambda: self.config.agent, runner)
+        self.control.start()
+
+    def _connect_when_ready(self) -> Runtime | None:
+        """Connect; with a control socket, wait idle (serving it) while the node cannot be connected yet
+        (not initialised, no credentials). None: stopped while waiting."""
+        said = None
+        while not self.stopping:
+            try:
+                return self.connect()
+            except FatalError:
+                raise
+            except ApplianceError as exc:
+                if self.control is None:
+                    raise
+                if exc.message != said:
+                    logger.warning("idle, serving the control socket: %s%s", exc.message,
+                                   f" (hint: {exc.hint})" if exc.hint else "")
+                    said = exc.message
+                notify("READY=1\nWATCHDOG=1\nSTATUS=idle: " + exc.message[:180])
+            # A redirect or `appliance-admin init` writes the credentials: retry soon, or at once when woken.
+            self.wake.wait(1.0)
+            self.wake.clear()
+            if self.reload_requested:
+                self.reload_requested = False
+                if self.config.source:
+                    try:
+                        self.config = load_config(self.config.source)
+                    except ApplianceError as exc:
+                        logger.error("reload failed, keeping the previous configuration: %s", exc.message)
+        return None
+
+    def _close_control(self) -> None:
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+
     def run(self) -> int:
-        self.runtime = self.connect()
+        self.open_control()
+        try:
+            runtime = self._connect_when_ready()
+        except BaseException:
+            self._close_control()
+            raise
+        if runtime is None:
+            self._close_control()
+            notify("STOPPING=1")
+            return ExitStatus.OK
+        self.runtime = runtime
         ready = False
         while True:
             if self.stopping:
@@ -184,6 +244,7 @@ class Agent:
                 if self.monitor is not None:
                     self.monitor.close()
                 self.exposure.close()
+                self._close_control()
                 notify("STOPPING=1")
                 return ExitStatus.OK
             if self.reload_requested or self.creds.changed_since(self.generation):

@@ -97,7 +97,8 @@ def node_config(base: Path, node: dict[str, Any], keepalive: int, net: netns.Net
         inside = [str(netns.IP), "netns", "exec", node["netns"]]
         demo, holder = inside + demo, inside + holder
     services = [("demo", demo, ["primary"])]
-    sections: dict[str, dict[str, Any]] = {"health": {"listen": _hostport(health["host"], health["port"])}}
+    sections: dict[str, dict[str, Any]] = {"health": {"listen": _hostport(health["host"], health["port"])},
+                                           "agent": {"control_socket": str(control_socket(base, name))}}
     if node.get("join"):
         sections["join"] = {"listen": _hostport(node["join"]["host"], node["join"]["port"])}
     if net is not None:
@@ -161,7 +162,23 @@ def start_agent(base: Path, name: str, namespace: str | None = None) -> int:
                                 stdout=log, stderr=log, start_new_session=True, close_fds=True,
                                 env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
     agent_pidfile(base, name).write_text(f"{proc.pid}\n")
+    _wait_for_socket(control_socket(base, name), proc)
     return proc.pid
+
+
+def control_socket(base: Path, name: str) -> Path:
+    """The node's agent control socket: the shell reaches the agent there, as on the appliance."""
+    return base / name / "state" / "control.sock"
+
+
+def _wait_for_socket(path: Path, proc: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
+    """Until the new agent listens on its control socket (it opens it before anything else), so that a
+    command run right after ``up`` or ``start`` finds it; bounded, and not past the agent's exit."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        if path.is_socket():
+            return
+        time.sleep(0.05)
 
 
 def stop_agent(base: Path, name: str, sig: signal.Signals = signal.SIGTERM) -> bool:

@@ -19,7 +19,8 @@ from appliance.shell.context import Context
 from appliance.shell.parse import Invocation, parse_words
 from appliance.shell.render import INTERNAL_ERROR, render, render_binary, render_error, render_stream
 from appliance.shell.result import Binary, Stream
-from appliance.shell.tokenize import is_comment, split_words
+from appliance.shell.spec import Args, CommandSpec
+from appliance.shell.tokenize import Word, is_comment, split_words
 
 CONFIRM_QUESTION = "Do you want to continue? (y/n) "
 
@@ -47,9 +48,10 @@ class Dispatcher:
         accepted = False
         self._secrets_seen = []
         try:
-            invocation = parse_words(self.ctx.registry, split_words(line))
+            words = split_words(line)
+            invocation = parse_words(self.ctx.registry, words)
             accepted = True
-            status = self._execute(invocation)
+            status = self._execute(invocation, words)
         except ApplianceError as exc:
             render_error(exc, self.ctx.env.stderr)
             status = exc.status
@@ -80,7 +82,7 @@ class Dispatcher:
 
     # --- steps ------------------------------------------------------------------------------------
 
-    def _execute(self, inv: Invocation) -> ExitStatus:
+    def _execute(self, inv: Invocation, words: list[Word]) -> ExitStatus:
         spec, args = inv.spec, inv.args
         if spec.interactive_only and not self.ctx.interactive:
             raise UsageError(f"'{spec.name}' is only available in the interactive shell")
@@ -91,6 +93,9 @@ class Dispatcher:
                 if values[param.name]:
                     self._secrets_seen.append(values[param.name])
         args = type(args)(values, args.given)
+        if spec.via_agent and self.ctx.config.agent.control_socket is not None:
+            secrets = {p.name: values[p.name] for p in spec.all_params if p.secret and values[p.name] is not None}
+            return self._through_agent(spec, args, [(w.text, w.quoted) for w in words], secrets)
         if spec.preflight is not None:
             preview = spec.preflight(self.ctx, args)
             if preview is not None:
@@ -108,6 +113,23 @@ class Dispatcher:
         render(outcome, self.ctx.env.stdout, as_json=bool(args.get("json")))
         self.ctx.env.stdout.flush()
         return outcome.status
+
+    def _through_agent(self, spec: CommandSpec, args: Args, words: list[tuple[str, bool]],
+                       secrets: dict[str, str]) -> ExitStatus:
+        """The same steps, with the pre-flight and the handler run by the node's agent over its control
+        socket (:mod:`appliance.agentctl`); the question stays here, with the user."""
+        from appliance.agentctl.client import AgentClient  # only commands that need it pay for it
+
+        client = AgentClient(self.ctx.config, changes_state=spec.changes_state)
+        token = None
+        if spec.preflight is not None:
+            text, token = client.preview(words, secrets)
+            if text:
+                self.ctx.env.stdout.write(text.rstrip("\n") + "\n")
+                self.ctx.env.stdout.flush()
+        if spec.confirm and not args.get("yes"):
+            self._confirm(spec.name)
+        return client.run(words, secrets, token, self.ctx.env.stdout)
 
     def _secret_value(self, option: str, value: str | None, ask: bool) -> str | None:
         env = self.ctx.env

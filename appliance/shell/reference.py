@@ -10,6 +10,8 @@ EXIT_STATUS_DOC = {
     ExitStatus.FAILED: "the command ran and failed (for example: no ping reply, database unreachable)",
     ExitStatus.USAGE: "usage or validation error, or refused input: nothing was executed",
     ExitStatus.NOT_CONFIRMED: "confirmation needed but not given (no terminal and no `--yes`, or answered no)",
+    ExitStatus.AGENT_DOWN: "the node's agent did not answer on its control socket (stopped or frozen; "
+    "`systemctl status appliance-agent`)",
     ExitStatus.INTERRUPTED: "interrupted (Ctrl-C)",
 }
 

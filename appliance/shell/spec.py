@@ -103,6 +103,8 @@ class CommandSpec:
     :param detail: longer help shown by ``help <command>``.
     :param interactive_only: refused outside the interactive shell (``history``).
     :param preflight: checks run before confirmation, changing nothing.
+    :param via_agent: with ``[agent] control_socket`` set, the node's agent runs the pre-flight and the
+        handler (it holds the credentials; the login user does not), and the shell prints its answer.
     """
 
     path: tuple[str, ...]
@@ -115,6 +117,7 @@ class CommandSpec:
     detail: str = ""
     interactive_only: bool = False
     preflight: Preflight | None = None
+    via_agent: bool = False
 
     @property
     def name(self) -> str:
