@@ -325,6 +325,8 @@ def test_image_config_is_valid_and_lists_the_units(image):
     assert str(config.tools.privhelper) == HELPER
     assert (str(config.privhelper.socket), config.privhelper.users) == (
         "/run/appliance-privhelper.sock", ("ems", "appliance-agent"))
+    assert (config.agent.control_socket, config.agent.control_users) == (
+        Path("/run/appliance-agent/control.sock"), ("ems", "root"))
     assert config.credentials_dir == Path("/var/lib/appliance-agent/credentials")
     assert config.key_dir == Path("/var/lib/appliance-agent/key")
 
