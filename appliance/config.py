@@ -75,8 +75,7 @@ class ToolsConfig:
     ping: Path = Path("/usr/bin/ping")
     hostnamectl: Path = Path("/usr/bin/hostnamectl")
     systemctl: Path = Path("/usr/bin/systemctl")
-    # The privileged path of an unprivileged shell or agent: ``sudo -n <privhelper> VERB ARGS``.
-    sudo: Path = Path("/usr/bin/sudo")
+    # The privileged helper program (root's units and timers run it; everyone else uses [privhelper] socket).
     privhelper: Path = Path("/usr/libexec/appliance/privhelper")
     # The administration commands (network, time, logs, diagnostics, backup, passwd) and the helper;
     # ip also for the virtual IP's holder, which adds, refreshes and deletes the address with it.
@@ -89,6 +88,14 @@ class ToolsConfig:
     pg_dump: Path = Path("/usr/lib/postgresql/15/bin/pg_dump")
     pg_restore: Path = Path("/usr/lib/postgresql/15/bin/pg_restore")
     passwd: Path = Path("/usr/bin/passwd")
+
+
+@dataclass(frozen=True)
+class PrivhelperConfig:
+    """The root helper's socket (socket-activated, one connection per request) and who may use it."""
+
+    socket: Path = Path("/run/appliance-privhelper.sock")
+    users: tuple[str, ...] = ("ems", "appliance-agent")
 
 
 @dataclass(frozen=True)
@@ -273,6 +280,7 @@ class Config:
     shell: ShellConfig = field(default_factory=ShellConfig)
     hostname: HostnameConfig = field(default_factory=HostnameConfig)
     tools: ToolsConfig = field(default_factory=ToolsConfig)
+    privhelper: PrivhelperConfig = field(default_factory=PrivhelperConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     local_db: LocalDbConfig = field(default_factory=LocalDbConfig)
@@ -340,9 +348,10 @@ def _checks(base: Path) -> dict[str, dict[str, C.Check]]:
             "etc_root": path,
             "set_kernel": C.boolean,
         },
-        "tools": {name: exe for name in ("ping", "hostnamectl", "systemctl", "sudo", "privhelper", "traceroute", "ip",
+        "tools": {name: exe for name in ("ping", "hostnamectl", "systemctl", "privhelper", "traceroute", "ip",
                                          "journalctl", "timedatectl", "networkctl", "systemd_run", "pg_dump",
                                          "pg_restore", "passwd")},
+        "privhelper": {"socket": exe, "users": C.name_list(r"[a-z_][a-z0-9_-]{0,31}", "user names")},
         "audit": {"target": C.choice("auto", "syslog", "file")},
         "database": {
             "name": C.identifier,
@@ -410,6 +419,7 @@ _SECTION_TYPES: dict[str, type] = {
     "shell": ShellConfig,
     "hostname": HostnameConfig,
     "tools": ToolsConfig,
+    "privhelper": PrivhelperConfig,
     "audit": AuditConfig,
     "database": DatabaseConfig,
     "local_db": LocalDbConfig,

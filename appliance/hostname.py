@@ -1,9 +1,10 @@
 """Reading and setting the node's hostname through the backend chosen in the config.
 
 * ``hostnamectl``: systemd's tool (static and transient hostname), the caller being root.
-* ``helper``: the appliance image, where the shell runs as the unprivileged login user: the
-  privileged helper (:mod:`appliance.privileged`, through ``sudo -n``) checks the name again, applies
-  it with ``hostnamectl`` and keeps the ``127.0.1.1`` line of ``/etc/hosts`` in step.
+* ``helper``: the appliance image, where the shell runs as the unprivileged login user:
+  ``hostnamectl`` as that user (polkit allows it the hostname actions), then the privileged helper
+  (:mod:`appliance.privileged`, over its socket) checks the name again and keeps the ``127.0.1.1``
+  line of ``/etc/hosts`` in step (a root-owned file: no D-Bus service writes it).
 * ``etc``: ``<root>/etc/hostname`` and the ``127.0.1.1`` line of ``<root>/etc/hosts``, plus the kernel
   hostname; for hosts without systemd.
 * ``file``: a file in the state dir; sandboxes and tests, where the machine's name must not change.
@@ -19,7 +20,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 from appliance.config import Config
-from appliance.errors import PermissionDenied
+from appliance.errors import ApplianceError, CommandFailed, PermissionDenied
 from appliance.fsutil import read_first_word, write_atomic
 from appliance.privileged.client import call_helper
 from appliance.system_hostname import kernel_hostname, set_in_etc, set_with_hostnamectl
@@ -75,7 +76,7 @@ class HostnamectlBackend(HostnameBackend):
 
 
 class HelperBackend(HostnameBackend):
-    """Through the privileged helper (``sudo -n <privhelper> set-hostname NAME``)."""
+    """hostnamectl under polkit, then ``privhelper hosts-name NAME`` for ``/etc/hosts``."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -84,7 +85,12 @@ class HelperBackend(HostnameBackend):
         return kernel_hostname()
 
     def set(self, name: str) -> None:
-        call_helper(self.config, ["set-hostname", name], timeout_s=60)
+        set_with_hostnamectl(self.config.tools.hostnamectl, name)
+        try:
+            call_helper(self.config, ["hosts-name", name], timeout_s=60)
+        except ApplianceError as exc:
+            raise CommandFailed(f"hostname set to {name}, but /etc/hosts was not updated: {exc.message}",
+                                hint=exc.hint) from None
 
 
 def backend_for(config: Config) -> HostnameBackend:

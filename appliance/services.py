@@ -3,11 +3,10 @@
 ``process`` (sandboxes and tests) runs the configured commands as detached children with a pid file
 each under ``<state_dir>/run`` and their output in ``<state_dir>/log``; stopping sends SIGTERM, then
 SIGKILL after ``stop_timeout_s``. ``systemd`` starts and stops the configured units with
-``systemctl start|stop``: directly when this process is root, otherwise through the privileged helper
-(``sudo -n <privhelper> service start|stop UNIT...``, :mod:`appliance.privileged`), which accepts only
-the units listed in the configuration. That is the appliance image's case: the agent and the login
-shell run as the appliance account (they share its credential files), and ``redirect`` in the shell
-stops and starts the same units. Reading the state (``systemctl is-active``) needs no privilege.
+``systemctl --no-ask-password start|stop``, as whatever user this process runs as: root may, and on the
+appliance image polkit lets the agent's user manage exactly the configured units (the rules are
+written from the same configuration, :mod:`appliance.privileged.polkit`); anyone else gets systemd's
+"access denied" as a one-line error. Reading the state (``systemctl is-active``) needs no privilege.
 Every wait is bounded.
 """
 
@@ -23,7 +22,6 @@ from appliance.config import Config, ProcessService
 from appliance.errors import CommandFailed
 from appliance.fsutil import write_atomic
 from appliance.hostname import backend_for
-from appliance.privileged.client import call_helper
 from appliance.proc import run_tool
 
 ROLES = ("primary", "standby")
@@ -153,21 +151,15 @@ class ProcessServices(ServiceManager):
 
 
 class SystemdServices(ServiceManager):
-    def __init__(self, config: Config, *, as_root: bool | None = None) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
         self.primary = config.services.primary_units
         self.standby = config.services.standby_units
         self.timeout_s = config.services.stop_timeout_s + 10
         self.systemctl = config.tools.systemctl
-        # root (the agent run as root, the sandbox's tests) controls units itself; anyone else asks
-        # the privileged helper, which checks the units against the same configuration.
-        self.as_root = os.geteuid() == 0 if as_root is None else as_root
 
     def _control(self, verb: str, units: list[str]) -> None:
-        if self.as_root:
-            run_tool(self.systemctl, [verb, "--", *units], timeout_s=self.timeout_s)
-        else:
-            call_helper(self.config, ["service", verb, *units], timeout_s=self.timeout_s + 10)
+        control_units(self.config, verb, units, timeout_s=self.timeout_s)
 
     def start(self, role: str) -> list[str]:
         wanted = list(self.standby) + (list(self.primary) if role == "primary" else [])
@@ -199,6 +191,23 @@ class SystemdServices(ServiceManager):
 
     def wanted(self, role: str) -> list[str]:
         return list(self.standby) + (list(self.primary) if role == "primary" else [])
+
+
+def control_units(config: Config, verb: str, units: list[str], *, timeout_s: float) -> None:
+    """``systemctl --no-ask-password VERB -- UNITS``: polkit (or being root) decides; never a prompt.
+
+    :raises CommandFailed: systemctl refused or failed (its first line), or timed out.
+    """
+    run_tool(config.tools.systemctl, ["--no-ask-password", verb, "--", *units], timeout_s=timeout_s)
+
+
+def restart_unit(config: Config, unit: str) -> str:
+    """Restart ``unit`` (``service restart``); a primary-only unit only if it runs. Returns what was done."""
+    # A primary-only unit runs where this node acts as primary; restarting it must never start it on
+    # a standby, so it is restarted only if it runs.
+    verb = "try-restart" if unit in config.services.primary_units else "restart"
+    control_units(config, verb, [unit], timeout_s=config.services.stop_timeout_s + 30)
+    return f"{verb} {unit}: done"
 
 
 def manager_for(config: Config) -> ServiceManager:

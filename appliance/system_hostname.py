@@ -35,9 +35,10 @@ def set_with_hostnamectl(tool: Path, name: str) -> None:
 
     :raises CommandFailed: hostnamectl failed or timed out.
     """
-    # --static only: the pretty name is left alone, and the transient name follows the static one.
-    run_tool(tool, ["set-hostname", "--static", "--", name], timeout_s=15)
-    run_tool(tool, ["set-hostname", "--transient", "--", name], timeout_s=15)
+    # --static and --transient, not the pretty name. --no-ask-password: an unprivileged caller is
+    # allowed by polkit (set-static-hostname, set-hostname) or refused, never prompted.
+    run_tool(tool, ["--no-ask-password", "set-hostname", "--static", "--", name], timeout_s=15)
+    run_tool(tool, ["--no-ask-password", "set-hostname", "--transient", "--", name], timeout_s=15)
 
 
 def set_in_etc(root: Path, name: str, *, set_kernel: bool) -> None:

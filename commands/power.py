@@ -31,9 +31,9 @@ GROUPS: dict[str, str] = {}
 
 COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(("execute", "reboot"), "restart this node (the primary hands over first)", _run,
-                changes_state=True, confirm=True, preflight=_preview("reboot"),
+                changes_state=True, confirm=True, preflight=_preview("reboot"), via_agent=True,
                 detail=_DETAIL),
     CommandSpec(("execute", "shutdown"), "power this node off (the primary hands over first)", _run,
-                changes_state=True, confirm=True, preflight=_preview("poweroff"),
+                changes_state=True, confirm=True, preflight=_preview("poweroff"), via_agent=True,
                 detail=_DETAIL),
 )

@@ -33,10 +33,9 @@ def preview_restart(ctx: Context, args: Args) -> Preview:
 
 
 def restart(ctx: Context, args: Args) -> Result:
-    from appliance.privileged.client import call_helper
+    from appliance.services import restart_unit
 
-    unit = args.prepared
-    report = call_helper(ctx.config, ["service", "restart", unit], timeout_s=ctx.config.services.stop_timeout_s + 40)
+    report = restart_unit(ctx.config, args.prepared)
     return Result(message=f"Service restarted: {report}.")
 
 

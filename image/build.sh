@@ -136,7 +136,10 @@ mmd -i "$esp" ::/EFI ::/EFI/BOOT ::/loader ::/loader/entries
 mcopy -i "$esp" "$loader" ::/EFI/BOOT/BOOTX64.EFI
 mcopy -i "$esp" "$kernel" ::/vmlinuz
 mcopy -i "$esp" "$initrd" ::/initrd.img
-printf 'default appliance.conf\ntimeout 0\nconsole-mode keep\n' | mcopy -i "$esp" - ::/loader/loader.conf
+# editor no: the kernel command line cannot be edited at the console (no init=/bin/sh); the menu
+# (a key held at boot) offers the one entry and the firmware, nothing else.
+printf 'default appliance.conf\ntimeout 0\nconsole-mode keep\neditor no\nauto-entries no\n' \
+    | mcopy -i "$esp" - ::/loader/loader.conf
 printf 'title Appliance (Debian 12)\nlinux /vmlinuz\ninitrd /initrd.img\noptions %s\n' "$CMDLINE" \
     | mcopy -i "$esp" - ::/loader/entries/appliance.conf
 disk="$OUT/disk.img.new"

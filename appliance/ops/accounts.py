@@ -64,7 +64,7 @@ def sessions(clock: Clock, utmp: Path = UTMP, dev: Path = Path("/dev"), own_tty:
     for offset in range(0, len(data) - _UTMP.size + 1, _UTMP.size):
         kind, pid, line, _id, user, host, _term, _exit, _session, sec, _usec, _addr, _unused = \
             _UTMP.unpack_from(data, offset)
-        if kind != USER_PROCESS or not Path(f"/proc/{pid}").exists():
+        if kind != USER_PROCESS or not _runs(pid):
             continue
         tty = _text(line)
         try:
@@ -93,3 +93,17 @@ def change_password(config: Config, *, stdin_isatty: bool) -> int:
             return subprocess.run(argv, env=CHILD_ENV, check=False, close_fds=True, timeout=timeout_s).returncode
         except subprocess.TimeoutExpired:
             raise CommandFailed(f"no answer within {timeout_s} s: the password was not changed") from None
+
+
+def _runs(pid: int) -> bool:
+    """Whether ``pid`` runs, also for another user's process: with /proc mounted hidepid=invisible (the
+    image) its /proc entry is invisible to the login user, but signal 0 still tells (EPERM = it runs)."""
+    if pid <= 0:  # 0 and negative numbers name process groups, not a process
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

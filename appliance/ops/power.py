@@ -23,7 +23,7 @@ from appliance.ha.model import ClusterView, NodeIdentity
 from appliance.ha.session import cluster_snapshot
 from appliance.ha.switchover import choose
 from appliance.node import read_targets
-from appliance.privileged.client import call_helper, helper_argv
+from appliance.privileged.client import call_helper, check_available
 
 VERBS = {"reboot": "reboot", "poweroff": "shut down"}
 HELPER_TIMEOUT_S = 30
@@ -72,10 +72,10 @@ def plan(action: str, view: ClusterView | None, me: NodeIdentity | None, *, loca
 def current_plan(config: Config, action: str) -> PowerPlan:
     """:func:`plan` for this node now, reading the cluster through a short-lived store.
 
-    :raises NotConfigured: the privileged helper is not installed (nothing would go down: say so
+    :raises NotConfigured: the privileged helper is not available (nothing would go down: say so
         before anything, a switchover included, happens).
     """
-    helper_argv(config, ["power", action])
+    check_available(config)
 
     try:
         _origin, active = read_targets(config)
@@ -90,7 +90,7 @@ def current_plan(config: Config, action: str) -> PowerPlan:
 
 def execute(config: Config, chosen: PowerPlan, clock: Clock) -> Iterator[str]:
     """Hand over if planned, then ask the helper for the power action. Lines say what happened."""
-    helper_argv(config, ["power", chosen.action])  # never hand over for a power action that cannot follow
+    check_available(config)  # never hand over for a power action that cannot follow
     if chosen.handover_to is not None:
         yield f"Switching over to {chosen.handover_to}..."
         try:

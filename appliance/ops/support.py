@@ -47,7 +47,7 @@ from appliance.ops.sysinfo import os_name
 
 KEEP = 5
 CHUNK = 256 * 1024
-PACKAGES = ("appliance", "systemd", "openssh-server", "postgresql-15", "sudo", "python3", "iputils-ping",
+PACKAGES = ("appliance", "systemd", "openssh-server", "postgresql-15", "polkitd", "python3", "iputils-ping",
             "traceroute", "systemd-resolved", "systemd-timesyncd", "linux-image-cloud-amd64")
 DPKG_STATUS = Path("/var/lib/dpkg/status")
 # The JSON documents of commands, in the bundle under these names.

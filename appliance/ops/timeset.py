@@ -114,11 +114,11 @@ class TimeSettings:
         return f"NTP servers set to {', '.join(servers)}; synchronisation on"
 
     def ntp_off(self) -> str:
-        self.run(self.tools.timedatectl, ["set-ntp", "false"])
+        self.run(self.tools.timedatectl, ["--no-ask-password", "set-ntp", "false"])
         return "NTP synchronisation off"
 
     def set_timezone(self, zone: str) -> str:
-        self.run(self.tools.timedatectl, ["set-timezone", "--", zone])
+        self.run(self.tools.timedatectl, ["--no-ask-password", "set-timezone", "--", zone])
         return f"time zone set to {zone}"
 
     def ntp_on(self) -> bool:
@@ -128,5 +128,5 @@ class TimeSettings:
         if self.ntp_on():
             raise Conflict("NTP synchronisation is on: the clock follows the NTP servers",
                            hint="turn it off first: system set ntp --disable")
-        self.run(self.tools.timedatectl, ["set-time", "--", when])
+        self.run(self.tools.timedatectl, ["--no-ask-password", "set-time", "--", when])
         return f"clock set to {when} (local time)"

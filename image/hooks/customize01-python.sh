@@ -5,7 +5,7 @@
 # installed offline into /opt/appliance/venv. The console scripts get small wrappers that start the
 # venv's Python isolated (-I: no PYTHON* variables, no user site, no script directory on sys.path):
 #   /usr/local/bin/appliance-shell, appliance-agent, appliance-admin
-#   /usr/libexec/appliance/privhelper   (appliance.privileged.server, the program sudoers allows;
+#   /usr/libexec/appliance/privhelper   (appliance.privileged.server, socket-activated as root;
 #                                        not on anyone's PATH)
 set -eu
 ROOT="$1"

@@ -6,6 +6,11 @@
 # the vendor's appliance) set through chpasswd's standard input and expired, so the first login
 # (SSH keyboard-interactive or the serial console) must change it. In the group systemd-journal:
 # `execute log show agent|system` reads the journal with journalctl's fixed options. root: locked.
+#
+# appliance-agent: the HA agent's system user (nologin, home /var/lib/appliance-agent, its
+# StateDirectory: the master key and the credentials). ems is not in its group.
+# proc: the group that /proc's hidepid=invisible exempts (/etc/fstab gets its number); polkitd is in
+# it (polkit.service drop-in), nobody else.
 set -eu
 ROOT="$1"
 SHELL_PATH=/usr/local/bin/appliance-shell
@@ -21,3 +26,10 @@ chroot "$ROOT" add-shell "$SHELL_PATH"
 printf 'ems:ems\n' | chroot "$ROOT" chpasswd
 chroot "$ROOT" chage -d 0 ems
 chroot "$ROOT" passwd -q -l root
+
+chroot "$ROOT" useradd --system --user-group --no-create-home --home-dir /var/lib/appliance-agent \
+    --shell /usr/sbin/nologin --comment "Appliance HA agent" appliance-agent
+chroot "$ROOT" groupadd --system proc
+PROC_GID=$(chroot "$ROOT" getent group proc | cut -d: -f3)
+sed -i "s/hidepid=invisible\( \|\$\)/hidepid=invisible,gid=$PROC_GID\1/" "$ROOT/etc/fstab"
+grep -q "hidepid=invisible,gid=$PROC_GID " "$ROOT/etc/fstab"

@@ -21,8 +21,10 @@ rm -f "$ROOT/var/lib/systemd/credential.secret" "$ROOT/var/lib/systemd/random-se
 rm -f "$ROOT"/var/log/*.log "$ROOT"/var/log/apt/* "$ROOT"/var/cache/debconf/*-old "$ROOT"/var/lib/dpkg/*-old
 rm -rf "$ROOT/var/tmp/"*
 
-# Nothing may have been created in the state directory at build time.
-if [ -n "$(ls -A "$ROOT/var/lib/appliance")" ]; then
-    echo "customize04-cleanup: /var/lib/appliance is not empty in the image" >&2
-    exit 1
-fi
+# Nothing may have been created in the state directories at build time (no key, no credentials).
+for dir in /var/lib/appliance /var/lib/appliance-agent; do
+    if [ -n "$(ls -A "$ROOT$dir")" ]; then
+        echo "customize04-cleanup: $dir is not empty in the image" >&2
+        exit 1
+    fi
+done

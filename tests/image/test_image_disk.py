@@ -61,7 +61,9 @@ def test_esp_boots_the_kernel_with_the_serial_console(image):
     options = next(line for line in entry.splitlines() if line.startswith("options "))
     assert "root=LABEL=appliance-root" in options
     assert options.split()[-1] == "console=ttyS0,115200n8"  # the last console= is /dev/console
-    assert "timeout 0" in output(["mtype", "-i", esp(image), "::/loader/loader.conf"])
+    loader_conf = output(["mtype", "-i", esp(image), "::/loader/loader.conf"]).splitlines()
+    assert "timeout 0" in loader_conf
+    assert "editor no" in loader_conf  # no kernel command line editing (init=/bin/sh) at the console
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ chroot of a disposable overlay (:func:`tests.image.machine.overlay`), so the bui
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from appliance.config import load_config
-from tests.image.conftest import REPO, Image
+from tests.image.conftest import REPO, TIMINGS, Image
 from tests.image.machine import chroot, overlay, run
 
 pytestmark = pytest.mark.slow
@@ -22,7 +23,8 @@ pytestmark = pytest.mark.slow
 SHELL = "/usr/local/bin/appliance-shell"
 HELPER = "/usr/libexec/appliance/privhelper"
 OUR_UNITS = ("appliance-agent.service", "appliance-firstboot.service", "appliance-demo.service",
-             "appliance-vip.service", "appliance-network-revert.service")
+             "appliance-vip.service", "appliance-network-revert.service", "appliance-privhelper.socket",
+             "appliance-privhelper@.service", "appliance-polkit-rules.service", "appliance-seed.service")
 
 
 @pytest.fixture(scope="module")
@@ -119,31 +121,57 @@ def test_ext4_image_keeps_the_ping_capability(image):
     assert "security.capability" in done.stdout, done.stdout + done.stderr
 
 
-def test_sudoers_allows_ems_exactly_the_helper(image, tree):
-    path = image.rootfs / "etc" / "sudoers.d" / "appliance"
-    st = path.stat()
-    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o440)
-    assert chroot(tree, ["visudo", "-cf", "/etc/sudoers.d/appliance"]).returncode == 0
-    assert chroot(tree, ["visudo", "-c"]).returncode == 0
-    rules = [line for line in path.read_text().splitlines() if line.strip() and not line.startswith(("#", "Defaults"))]
-    assert rules == [f"ems ALL=(root) NOPASSWD: {HELPER}"]
-    listed = chroot(tree, ["sudo", "-l", "-U", "ems"]).stdout
-    commands = listed.split("may run the following commands", 1)[1].splitlines()[1:]
-    assert [c.strip() for c in commands if c.strip()] == [f"(root) NOPASSWD: {HELPER}"]
-    assert "env_reset" in listed
+def test_no_sudo_no_sudoers_no_pkexec(image):
+    for gone in ("etc/sudoers.d/appliance", "etc/sudoers", "usr/bin/sudo", "usr/bin/pkexec"):
+        assert not (image.rootfs / gone).exists(), gone
+    manifest = (image.out / "manifest.txt").read_text().split()
+    assert "sudo" not in manifest and "pkexec" not in manifest
+    assert "polkitd" in manifest
+
+
+def test_polkit_rules_are_written_from_the_image_config(image):
+    from appliance.privileged.polkit import rules_text
+
+    rules_dir = image.rootfs / "etc/polkit-1/rules.d"
+    st = rules_dir.stat()
+    assert stat.S_IMODE(st.st_mode) == 0o700  # polkitd's: ems cannot read the policy
+    config = load_config(image.rootfs / "etc/appliance/appliance.toml")
+    text = (rules_dir / "50-appliance.rules").read_text()
+    assert text == rules_text(config).replace(str(config.source), "/etc/appliance/appliance.toml")
+
+
+def test_sshd_refuses_an_expired_password_and_login_forces_the_change(image):
+    sshd = (image.rootfs / "etc/pam.d/sshd").read_text().splitlines()
+    at = sshd.index("@include common-account")
+    assert sshd[at - 2:at] == ["account [new_authtok_reqd=ignore default=1] pam_unix.so",
+                               "account requisite pam_deny.so"]
+    login = (image.rootfs / "etc/pam.d/login").read_text()
+    assert "@include common-account" in login and "pam_deny" not in login
+    auth = (image.rootfs / "etc/pam.d/common-auth").read_text()
+    assert auth.index("pam_faillock.so preauth") < auth.index("pam_unix.so") < auth.index("pam_faillock.so authfail")
+    assert "deny = 5" in (image.rootfs / "etc/security/faillock.conf").read_text()
+
+
+def test_proc_is_mounted_with_hidepid_and_polkit_may_see_it(image):
+    gid = passwd_entry(image.rootfs, "proc", "group")[2]
+    [line] = [x for x in (image.rootfs / "etc/fstab").read_text().splitlines() if x.startswith("proc ")]
+    assert f"hidepid=invisible,gid={gid}" in line.split()[3]
+    dropin = image.rootfs / "usr/lib/systemd/system/polkit.service.d/50-appliance-proc.conf"
+    assert "SupplementaryGroups=proc" in dropin.read_text()
 
 
 def test_the_installed_helper_refuses_anything_else(tree):
     for argv, reason in (
         (["rotate-key"], "unknown request"),
-        (["set-hostname", "a.b"], "invalid hostname"),
-        (["set-hostname", "-rf"], "invalid hostname"),
-        (["service", "start", "ssh.service"], "not listed"),
-        (["service", "reload", "appliance-demo.service"], "start, stop or restart"),
+        (["hosts-name", "a.b"], "invalid hostname"),
+        (["hosts-name", "-rf"], "invalid hostname"),
+        (["set-hostname", "node1"], "unknown request"),
+        (["service", "start", "ssh.service"], "unknown request"),
         (["network-apply", "lo", "dhcp", "none", "none", "120"], "loopback"),
-        (["set-timezone", "../../etc/shadow"], "invalid time zone"),
+        (["set-timezone", "Europe/Paris"], "unknown request"),
         (["power", "halt"], "reboot or poweroff"),
         (["--config", "/tmp/x.toml"], "unknown request"),
+        (["serve"], "standard input"),
     ):
         done = chroot(tree, [HELPER, *argv])
         assert done.returncode == 2, (argv, done.stdout, done.stderr)
@@ -165,10 +193,14 @@ def test_no_host_keys_machine_id_or_secrets(image):
                  "etc/ssl/private/ssl-cert-snakeoil.key", "etc/appliance/local-db-admin-password",
                  "var/lib/appliance-firstboot.done", "etc/postgresql/15/main", "var/lib/postgresql/15/main"):
         assert not (root / gone).exists(), gone
-    state = root / "var" / "lib" / "appliance"
-    assert list(state.iterdir()) == []
+    state, secrets = root / "var" / "lib" / "appliance", root / "var" / "lib" / "appliance-agent"
+    assert list(state.iterdir()) == [] and list(secrets.iterdir()) == []
+    agent_uid = passwd_entry(root, "appliance-agent")[2]
     st = state.stat()
-    assert (passwd_entry(root, "ems")[2], stat.S_IMODE(st.st_mode)) == (str(st.st_uid), 0o750)
+    assert (str(st.st_uid), str(st.st_gid), stat.S_IMODE(st.st_mode)) == (
+        agent_uid, passwd_entry(root, "ems", "group")[2], 0o2770)
+    st = secrets.stat()
+    assert (str(st.st_uid), stat.S_IMODE(st.st_mode)) == (agent_uid, 0o700)
 
 
 def test_no_private_key_anywhere_outside_program_code(image):
@@ -236,7 +268,8 @@ def test_units_are_installed_and_enabled(image, tree):
                            ("appliance-demo.service", "static"), ("ssh.service", "enabled"),
                            ("systemd-resolved.service", "enabled"), ("systemd-timesyncd.service", "enabled"),
                            ("appliance-network-revert.service", "enabled"),
-                           ("systemd-firstboot.service", "masked")):
+                           ("appliance-privhelper.socket", "enabled"), ("appliance-polkit-rules.service", "enabled"),
+                           ("appliance-seed.service", "enabled"), ("systemd-firstboot.service", "masked")):
         assert chroot(tree, ["systemctl", "is-enabled", unit]).stdout.strip() == expected, unit
 
 
@@ -251,13 +284,25 @@ def test_agent_unit_settings(image):
     lines = {line.split("=", 1)[0]: line.split("=", 1)[1] for line in text.splitlines() if "=" in line
              and not line.startswith("#")}
     assert lines["Type"] == "notify"
-    assert lines["User"] == "ems"
+    assert lines["User"] == "appliance-agent"
+    assert lines["NoNewPrivileges"] == "yes" and lines["CapabilityBoundingSet"] == ""
     assert int(lines["WatchdogSec"]) >= 60  # > 2 ticks at the longest keepalive interval (30 s)
     assert lines["Restart"] == "on-failure"
     assert lines["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert lines["KillMode"] == "mixed"
     assert lines["ProtectSystem"] == "strict"
-    assert lines["StateDirectory"] == "appliance"
+    assert (lines["StateDirectory"], lines["StateDirectoryMode"]) == ("appliance-agent", "0700")
+    assert (lines["RuntimeDirectory"], lines["RuntimeDirectoryMode"]) == ("appliance-agent", "0755")
+
+
+@pytest.mark.parametrize("unit", ["appliance-agent.service", "appliance-privhelper@.service",
+                                  "appliance-demo.service", "appliance-vip.service"])
+def test_units_score_at_most_3_with_systemd_analyze_security(image, unit):
+    path = image.rootfs / "usr/lib/systemd/system" / unit
+    done = run(["systemd-analyze", "security", "--offline=yes", "--no-pager", str(path)])
+    [score] = re.findall(r"Overall exposure level for \S+: (\d+\.\d)", done.stdout)
+    TIMINGS[f"systemd-analyze security --offline=yes {unit}"] = score
+    assert float(score) <= 3.0, done.stdout[-2000:]
 
 
 def test_firstboot_script_parses(tree):
@@ -278,6 +323,12 @@ def test_image_config_is_valid_and_lists_the_units(image):
     assert config.paths.state_dir == Path("/var/lib/appliance")
     assert config.local_db.admin_password_file == Path("/etc/appliance/local-db-admin-password")
     assert str(config.tools.privhelper) == HELPER
+    assert (str(config.privhelper.socket), config.privhelper.users) == (
+        "/run/appliance-privhelper.sock", ("ems", "appliance-agent"))
+    assert (config.agent.control_socket, config.agent.control_users) == (
+        Path("/run/appliance-agent/control.sock"), ("ems", "root"))
+    assert config.credentials_dir == Path("/var/lib/appliance-agent/credentials")
+    assert config.key_dir == Path("/var/lib/appliance-agent/key")
 
 
 def test_installed_product_is_this_source(tree):

@@ -3,7 +3,8 @@
 Standalone nodes run on their own database (a :class:`~appliance.testkit.nodes.Node`); the cluster
 tests use real agents (:class:`~appliance.testkit.hacluster.HaCluster`). The shell runs as a separate
 process without a terminal, as ``ssh ems@vm '...' > file`` runs it. Only the last step of a reboot is
-not real: ``[tools] sudo`` is a script that records the request instead of rebooting this machine.
+not real: the privileged helper's socket is one of the test's (:mod:`tests.helpersocket`), which
+records the request instead of rebooting this machine.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import hashlib
 import io
 import json
 import subprocess
-import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from psycopg import sql
@@ -26,6 +27,7 @@ from appliance.services import ProcessServices
 from appliance.testkit.hacluster import HaCluster
 from appliance.testkit.nodes import BIN, Node
 from appliance.testkit.pgcluster import PgCluster
+from tests.helpersocket import HelperSocket, config_line
 
 TIMEOUT = 120
 
@@ -274,24 +276,18 @@ def test_restore_runs_on_the_primary_only(cluster: HaCluster) -> None:
     assert cluster.epoch() == epoch and cluster.lease()[0] == "node1"
 
 
-def fake_sudo(node_dir: Path) -> tuple[Path, Path, Path]:
-    """A stand-in for sudo that records the helper request (this machine is not rebooted)."""
-    calls = node_dir / "helper-calls.jsonl"
-    sudo = node_dir / "fake-sudo"
-    sudo.write_text(f"#!{sys.executable}\nimport json, sys\n"
-                    f"open({str(calls)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
-                    "print('reboot in 3 s')\n")
-    sudo.chmod(0o755)
-    helper = node_dir / "privhelper"
-    helper.write_text("not run\n")
-    return sudo, helper, calls
-
-
 def test_reboot_of_the_primary_hands_over_first(cluster: HaCluster) -> None:
     node = cluster.nodes["node1"]
-    sudo, helper, calls = fake_sudo(node.dir)
+    helper = HelperSocket(lambda argv, uid: (0, "reboot in 3 s"))  # this machine is not rebooted
     with node.node.config_path.open("a") as handle:
-        handle.write(f'[tools]\nsudo = "{sudo}"\nprivhelper = "{helper}"\n')
+        handle.write(config_line(helper))
+    try:
+        _reboot_then_shutdown(cluster, node, helper)
+    finally:
+        helper.close()
+
+
+def _reboot_then_shutdown(cluster: HaCluster, node: Any, helper: HelperSocket) -> None:
     status, out, err = text(node.node.config_path, "execute reboot --yes")
     assert status == 0, out + err
     lines = out.splitlines()
@@ -301,7 +297,7 @@ def test_reboot_of_the_primary_hands_over_first(cluster: HaCluster) -> None:
     assert lines[2].startswith("Switched over from node1 to node2 in ") and "(epoch " in lines[2]
     assert lines[3] == "This node will reboot now (reboot in 3 s)."
     assert cluster.lease()[0] == "node2"
-    assert [json.loads(line)[3:] for line in calls.read_text().splitlines()] == [["power", "reboot"]]
+    assert helper.requests == [["power", "reboot"]]
     audit = [json.loads(line) for line in (node.state / "audit.log").read_text().splitlines()]
     assert audit[-1]["line"] == "execute reboot --yes" and audit[-1]["status"] == 0
 

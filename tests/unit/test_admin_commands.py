@@ -1,9 +1,9 @@
 """The administration commands as the shell parses and dispatches them: refusals, injection vectors, and
-the exact requests that reach the privileged helper.
+the exact requests that reach the privileged helper or the polkit-governed tools.
 
-The helper is reached through ``[tools] sudo``, here a recorder script that writes its argv to a file
-and answers like the helper; ``[tools] privhelper`` is a plain file (it is never executed). A refused
-line must leave the recorder untouched: nothing ran.
+The helper is a socket of the test's own (:mod:`tests.helpersocket`: the real wire protocol, every
+request recorded and answered "done"); ``timedatectl`` and ``systemctl`` are recorder scripts. A
+refused line must leave both untouched: nothing ran.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,23 +26,31 @@ from appliance.shell.context import Context
 from appliance.shell.dispatch import Dispatcher
 from appliance.shell.env import Env
 from commands import build_registry
+from tests.helpersocket import HelperSocket, config_line
+
+# Records its argv (with its own name first); `show` answers like timedatectl with NTP off.
+RECORDER = """#!{python}
+import json, os, sys
+open({log!r}, "a").write(json.dumps([os.path.basename(sys.argv[0]), *sys.argv[1:]]) + "\\n")
+if "show" in sys.argv:
+    print("no" if "--value" in sys.argv else "Timezone=UTC\\nNTP=no\\nNTPSynchronized=no")
+"""
 
 
 class Shell:
     def __init__(self, tmp: Path, *, services: str = "systemd") -> None:
-        self.calls = tmp / "calls.jsonl"
-        sudo = tmp / "bin" / "sudo"
-        sudo.parent.mkdir()
-        sudo.write_text(f"#!{sys.executable}\nimport json, sys\n"
-                        f"open({str(self.calls)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
-                        "print('done')\n")
-        sudo.chmod(0o755)
-        helper = tmp / "bin" / "privhelper"
-        helper.write_text("never run\n")
+        self.helper = HelperSocket()
+        self.tool_log = tmp / "tools.jsonl"
+        bin_dir = tmp / "bin"
+        bin_dir.mkdir()
+        for name in ("timedatectl", "systemctl"):
+            (bin_dir / name).write_text(RECORDER.format(python=sys.executable, log=str(self.tool_log)))
+            (bin_dir / name).chmod(0o755)
         (tmp / "appliance.toml").write_text(
             f'[paths]\nstate_dir = "{tmp / "state"}"\n[hostname]\nbackend = "file"\n[audit]\ntarget = "file"\n'
-            f'[tools]\nsudo = "{sudo}"\nprivhelper = "{helper}"\ntimedatectl = "{tmp / "bin" / "absent"}"\n'
+            f'[tools]\ntimedatectl = "{bin_dir / "timedatectl"}"\nsystemctl = "{bin_dir / "systemctl"}"\n'
             f'[services]\nbackend = "{services}"\nprimary_units = ["appliance-demo.service"]\n'
+            + config_line(self.helper)
         )
         self.config: Config = load_config(tmp / "appliance.toml")
 
@@ -52,18 +61,22 @@ class Shell:
         return status, env.stdout.getvalue(), env.stderr.getvalue()
 
     def requests(self) -> list[list[str]]:
-        """What reached the helper: the argv after ``sudo -n -- <privhelper>``."""
-        if not self.calls.exists():
+        """What reached the helper, one argv per request."""
+        return list(self.helper.requests)
+
+    def tools(self) -> list[list[str]]:
+        """What ran of timedatectl and systemctl (name first), reads (``show``) left out."""
+        if not self.tool_log.exists():
             return []
-        found = [json.loads(line) for line in self.calls.read_text().splitlines()]
-        for argv in found:
-            assert argv[:2] == ["-n", "--"]
-        return [argv[3:] for argv in found]
+        found = [json.loads(line) for line in self.tool_log.read_text().splitlines()]
+        return [argv for argv in found if "show" not in argv]
 
 
 @pytest.fixture
-def shell(tmp_path: Path) -> Shell:
-    return Shell(tmp_path)
+def shell(tmp_path: Path) -> Iterator[Shell]:
+    made = Shell(tmp_path)
+    yield made
+    made.helper.close()
 
 
 def an_interface() -> str:
@@ -168,7 +181,7 @@ def test_refused_with_usage_status_and_nothing_run(shell: Shell, line: str) -> N
     status, out, err = shell.run(line)
     assert status == ExitStatus.USAGE, (out, err)
     assert err.startswith("error: ") and len(err.splitlines()) <= 2
-    assert shell.requests() == []
+    assert shell.requests() == [] and shell.tools() == []
 
 
 def test_the_restore_of_stdin_needs_yes_before_it_reads_anything(shell: Shell) -> None:
@@ -182,7 +195,7 @@ def test_commands_that_change_the_node_refuse_without_yes_and_terminal(shell: Sh
                  "execute date --set '2026-01-01 00:00:00'", "service restart agent"):
         status, _out, err = shell.run(line)
         assert status == ExitStatus.NOT_CONFIRMED, (line, err)
-    assert shell.requests() == []
+    assert shell.requests() == [] and shell.tools() == []
 
 
 # --- what reaches the helper -------------------------------------------------------------------------
@@ -219,8 +232,11 @@ def test_confirm_and_time_requests(shell: Shell) -> None:
     assert shell.run("system set ntp --disable --yes")[0] == 0
     assert shell.run("system set timezone Europe/Paris --yes")[0] == 0
     assert shell.run("execute date --set '2026-11-22 22:05:00' --yes")[0] == 0
-    assert shell.requests() == [["network-confirm"], ["set-ntp", "0.pool.ntp.org", "192.0.2.123"], ["ntp-off"],
-                                ["set-timezone", "Europe/Paris"], ["set-time", "2026-11-22T22:05:00"]]
+    # Only what needs root goes to the helper; timedated (polkit) does the rest as the user.
+    assert shell.requests() == [["network-confirm"], ["set-ntp", "0.pool.ntp.org", "192.0.2.123"]]
+    assert shell.tools() == [["timedatectl", "--no-ask-password", "set-ntp", "false"],
+                             ["timedatectl", "--no-ask-password", "set-timezone", "--", "Europe/Paris"],
+                             ["timedatectl", "--no-ask-password", "set-time", "--", "2026-11-22 22:05:00"]]
 
 
 def test_service_restart_names_the_configured_unit(shell: Shell) -> None:
@@ -228,15 +244,20 @@ def test_service_restart_names_the_configured_unit(shell: Shell) -> None:
     assert shell.run("service restart appliance-demo --yes")[0] == 0
     status, _out, err = shell.run("service restart cron --yes")
     assert status == ExitStatus.USAGE and "no service named 'cron'" in err and "agent, appliance-demo" in err
-    assert shell.requests() == [["service", "restart", "appliance-agent.service"],
-                                ["service", "restart", "appliance-demo.service"]]
+    # systemctl as the user (polkit decides); a primary-only unit only if it runs.
+    assert shell.tools() == [["systemctl", "--no-ask-password", "restart", "--", "appliance-agent.service"],
+                             ["systemctl", "--no-ask-password", "try-restart", "--", "appliance-demo.service"]]
+    assert shell.requests() == []
 
 
 def test_service_restart_needs_systemd(tmp_path: Path) -> None:
     shell = Shell(tmp_path, services="process")
-    status, _out, err = shell.run("service restart agent --yes")
+    try:
+        status, _out, err = shell.run("service restart agent --yes")
+    finally:
+        shell.helper.close()
     assert status == ExitStatus.FAILED and "not run by systemd" in err
-    assert shell.requests() == []
+    assert shell.tools() == []
 
 
 def test_reboot_of_a_node_that_cannot_read_its_cluster_says_so_and_goes(shell: Shell) -> None:
@@ -250,9 +271,10 @@ def test_reboot_of_a_node_that_cannot_read_its_cluster_says_so_and_goes(shell: S
 
 
 def test_power_is_refused_before_anything_when_the_helper_is_missing(shell: Shell, tmp_path: Path) -> None:
-    shell.config = replace(shell.config, tools=replace(shell.config.tools, privhelper=tmp_path / "none"))
+    shell.config = replace(shell.config, privhelper=replace(shell.config.privhelper, socket=tmp_path / "none"))
     status, out, err = shell.run("execute reboot --yes")
-    assert status == ExitStatus.FAILED and "privileged helper" in err and out == ""
+    assert status == ExitStatus.FAILED and "privileged helper is not available" in err and out == ""
+    assert "appliance-privhelper.socket" in err
     assert shell.requests() == []
 
 

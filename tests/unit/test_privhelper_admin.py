@@ -1,4 +1,5 @@
-"""The privileged helper's administration verbs: every argument checked again, and what they run.
+"""The privileged helper's administration verbs: every argument checked again, and what they run; and
+the administration actions that moved to polkit (timedatectl, systemctl as the login user).
 
 As in ``test_privhelper.py``: the helper runs in-process with a configuration of the test's own; the
 programs it would run are recorded by a fake ``subprocess.run`` (the root-only effects cannot be
@@ -16,7 +17,11 @@ from typing import Any
 
 import pytest
 
+from appliance.config import load_config
+from appliance.errors import Conflict
+from appliance.ops.timeset import TimeSettings
 from appliance.privileged import server
+from appliance.services import restart_unit
 
 ZONEINFO = Path("/usr/share/zoneinfo")
 
@@ -161,8 +166,8 @@ def test_ntp_servers_go_to_a_timesyncd_drop_in(config_file: Path, recorder: Reco
     assert dropin.read_text().endswith("[Time]\nNTP=0.pool.ntp.org 192.0.2.123\n")
     assert recorder.tails() == ["timedatectl set-ntp true", "systemctl restart -- systemd-timesyncd.service",
                                 "systemctl show --property=ActiveState --value -- systemd-timesyncd.service"]
-    assert run(["ntp-off"], config_file)[0] == 0
-    assert recorder.tails()[-1] == "timedatectl set-ntp false"
+    # Switching it off is timedated's (polkit), not the helper's.
+    assert run(["ntp-off"], config_file)[0] == 2
 
 
 def test_ntp_that_does_not_run_is_said(config_file: Path, recorder: Recorder, root: Path) -> None:
@@ -173,19 +178,24 @@ def test_ntp_that_does_not_run_is_said(config_file: Path, recorder: Recorder, ro
     assert (root / "etc" / "systemd" / "timesyncd.conf.d" / "50-appliance.conf").exists()
 
 
+# The zone, the clock and NTP off: timedatectl as the login user, under polkit (no helper).
+
+
 def test_timezone_and_time(config_file: Path, recorder: Recorder) -> None:
-    assert run(["set-timezone", "Europe/Paris"], config_file)[0] == 0
-    assert recorder.tails() == ["timedatectl set-timezone -- Europe/Paris"]
+    settings = TimeSettings(load_config(config_file))
+    assert settings.set_timezone("Europe/Paris") == "time zone set to Europe/Paris"
+    assert recorder.tails() == ["timedatectl --no-ask-password set-timezone -- Europe/Paris"]
     recorder.outputs["show --property=NTP"] = "no\n"
-    done = run(["set-time", "2026-11-22T22:05:00"], config_file)
-    assert done[:2] == (0, "clock set to 2026-11-22 22:05:00 (local time)\n")
-    assert recorder.tails()[-1] == "timedatectl set-time -- 2026-11-22 22:05:00"
+    assert settings.set_time("2026-11-22 22:05:00") == "clock set to 2026-11-22 22:05:00 (local time)"
+    assert recorder.tails()[-1] == "timedatectl --no-ask-password set-time -- 2026-11-22 22:05:00"
+    assert settings.ntp_off() == "NTP synchronisation off"
+    assert recorder.tails()[-1] == "timedatectl --no-ask-password set-ntp false"
 
 
 def test_the_clock_is_not_set_while_ntp_is_on(config_file: Path, recorder: Recorder) -> None:
     recorder.outputs["show --property=NTP"] = "yes\n"
-    status, _out, err = run(["set-time", "2026-11-22T22:05:00"], config_file)
-    assert status == 1 and "NTP synchronisation is on" in err
+    with pytest.raises(Conflict, match="NTP synchronisation is on"):
+        TimeSettings(load_config(config_file)).set_time("2026-11-22 22:05:00")
     assert not any("set-time" in t for t in recorder.tails())
 
 
@@ -199,9 +209,11 @@ def test_power_goes_a_few_seconds_later_through_a_transient_timer(config_file: P
 
 
 def test_service_restart(config_file: Path, recorder: Recorder) -> None:
-    assert run(["service", "restart", "appliance-agent.service"], config_file)[0] == 0
-    assert run(["service", "restart", "ssh.service"], config_file)[0] == 0
+    config = load_config(config_file)
+    restart_unit(config, "appliance-agent.service")
+    restart_unit(config, "ssh.service")
     # a primary-only unit: restarted only where it runs, never started on a standby
-    assert run(["service", "restart", "appliance-demo.service"], config_file)[0] == 0
-    assert recorder.tails() == ["systemctl restart -- appliance-agent.service", "systemctl restart -- ssh.service",
-                                "systemctl try-restart -- appliance-demo.service"]
+    assert restart_unit(config, "appliance-demo.service") == "try-restart appliance-demo.service: done"
+    assert recorder.tails() == ["systemctl --no-ask-password restart -- appliance-agent.service",
+                                "systemctl --no-ask-password restart -- ssh.service",
+                                "systemctl --no-ask-password try-restart -- appliance-demo.service"]
