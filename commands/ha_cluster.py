@@ -168,14 +168,12 @@ def preview_failback(ctx: Context, args: Args) -> Preview:
 
 
 def preview_boot_start(ctx: Context, args: Args) -> Preview:
+    from appliance.ha.control import named_node
     from appliance.ha.session import cluster_snapshot
 
     view, _active, me = cluster_snapshot(ctx.config)
-    name = args["node"] or me.name
-    node = next((n for n in view.nodes if n.name == name), None)
-    if node is None:
-        raise NotConfigured(f"no node {name} in the cluster", hint="see 'ha get nodes'")
-    return change(f"Boot start of {name}", node.boot_start, args["mode"])
+    node = named_node(view, args["node"], me)  # the same lookup (and refusal) as the change itself
+    return change(f"Boot start of {node.name}", node.boot_start, args["mode"])
 
 
 def preview_revoke(ctx: Context, args: Args) -> Preview:

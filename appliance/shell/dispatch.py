@@ -181,16 +181,22 @@ class Dispatcher:
             return False
         return True
 
+    def _ask_secret(self, option: str, limit: int) -> str:
+        """Ask for ``option``'s secret without echo, with the prompt's idle timeout."""
+        timeout = self.ctx.config.shell.idle_timeout_s
+        value = self.ctx.env.getpass(f"{option[2:]} (not shown): ", float(timeout), limit)
+        if value is None:
+            self._idle_logout()
+            raise ConfirmationRefused(f"no answer within {timeout} s: nothing was changed")
+        return value
+
     def _switch_secret(self, param: Param) -> str:
         """The secret a ``reads_secret`` switch stands for: asked without echo, or one line of standard
         input when there is no terminal (never in batch mode: standard input holds the commands)."""
         env, option = self.ctx.env, param.option
+        value: str | None
         if self._can_ask():
-            timeout = self.ctx.config.shell.idle_timeout_s
-            value = env.getpass(f"{option[2:]} (not shown): ", float(timeout), SWITCH_SECRET_MAX)
-            if value is None:
-                self._idle_logout()
-                raise ConfirmationRefused(f"no answer within {timeout} s: nothing was changed")
+            value = self._ask_secret(option, SWITCH_SECRET_MAX)
         elif self.mode == "batch":
             raise UsageError(f"{option} cannot read its secret in batch mode (standard input holds the commands)",
                              hint="run it on its own: ssh ems@vm '<command> --yes' < secret-file")
@@ -244,11 +250,7 @@ class Dispatcher:
                     f"{option} is required when there is no terminal to ask on",
                     hint=f"pass {option} - and write the value on standard input",
                 )
-            timeout = self.ctx.config.shell.idle_timeout_s
-            value = env.getpass(f"{option[2:]} (not shown): ", float(timeout), limit)
-            if value is None:
-                self._idle_logout()
-                raise ConfirmationRefused(f"no answer within {timeout} s: nothing was changed")
+            value = self._ask_secret(option, limit)
             if not value:
                 raise UsageError(f"{option}: no value entered")
         if value is None:
